@@ -1,0 +1,53 @@
+#include "cli_common.h"
+
+#include <cstdio>
+
+#include "cli_progress.h"
+#include "model_loader.h"
+#include "resources.h"
+
+namespace cushion::cli {
+
+const std::set<std::string>& common_flags() {
+    static const std::set<std::string> f{"json", "quiet", "help"};
+    return f;
+}
+const std::set<std::string>& common_values() {
+    static const std::set<std::string> v{"device", "dtype", "tokenizer"};
+    return v;
+}
+std::set<std::string> with(std::set<std::string> a, const std::set<std::string>& b) {
+    a.insert(b.begin(), b.end());
+    return a;
+}
+
+const char* kCommonHelp =
+    "  MODEL               a llama2.c .bin, a .gguf file or a Hugging Face directory\n"
+    "                      (config.json + *.safetensors + tokenizer); default: the embedded stories260K\n"
+    "  --device DEV        cpu (default), cuda or cuda:N\n"
+    "  --dtype T           fp32 (default), fp16 or bf16\n"
+    "  --tokenizer FILE    use this tokenizer (tokenizer.model, tokenizer.json or llama2.c tokenizer.bin)\n"
+    "  --json              machine-readable output on stdout\n"
+    "  --quiet             no progress bars\n"
+    "  --help              this text\n";
+
+std::string model_arg(const Args& a) {
+    if (!a.positional().empty()) return a.positional()[0];
+    return default_model_path();
+}
+
+std::shared_ptr<Model> load_model_from_args(const Args& a) {
+    const c10::Device dev = parse_device(a.get("device", "cpu"));
+    const at::ScalarType dt = parse_dtype(a.get("dtype", "fp32"));
+    LoadOptions lo;
+    lo.tokenizer_path = a.get("tokenizer");
+    ProgressBar bar("loading", a.has("quiet"));
+    lo.progress = bar.fn();
+    auto m = load_model(model_arg(a), lo);
+    bar.finish();
+    for (const auto& w : m->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    m->to(dev, dt);
+    return m;
+}
+
+}  // namespace cushion::cli

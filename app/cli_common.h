@@ -1,0 +1,40 @@
+// What every `cushion` subcommand shares: the model argument, --device/--dtype/--tokenizer, --json.
+#pragma once
+#include <memory>
+#include <set>
+#include <string>
+
+#include "cli_args.h"
+#include "model.h"
+
+namespace cushion::cli {
+
+// Options every model-taking command accepts.
+const std::set<std::string>& common_flags();   // json, quiet, help
+const std::set<std::string>& common_values();  // device, dtype, tokenizer
+std::set<std::string> with(std::set<std::string> a, const std::set<std::string>& b);
+extern const char* kCommonHelp;  // help text for the common options
+
+// Loads MODEL (first positional; the embedded default when absent) onto --device in --dtype,
+// with a progress bar, and prints its warnings to stderr.
+std::shared_ptr<Model> load_model_from_args(const Args& a);
+std::string model_arg(const Args& a);  // the path that load_model_from_args uses
+
+struct Command {
+    const char* name;
+    const char* summary;
+    const char* help;  // full --help text
+    int (*run)(int argc, char** argv);
+};
+
+// Engine commands (info, generate, ppl, probe).
+int cmd_info(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_ppl(int argc, char** argv);
+int cmd_probe(int argc, char** argv);
+extern const char* kInfoHelp;
+extern const char* kGenerateHelp;
+extern const char* kPplHelp;
+extern const char* kProbeHelp;
+
+}  // namespace cushion::cli

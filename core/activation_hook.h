@@ -1,0 +1,30 @@
+// The "eval callback": a forward pass calls a hook at every input of a quantizable linear layer and on
+// the residual stream, per block. A hook may only look (probes) or replace the tensor (quantizers).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace cushion {
+
+enum class Site : int {
+    AttnIn = 0,  // input of q/k/v projections (after the attention norm)
+    OIn,         // input of the output projection (attention result)
+    MlpIn,       // input of gate/up (Llama) or fc1 (OPT), after the FFN norm
+    DownIn,      // input of down (Llama) or fc2 (OPT)
+    Residual,    // residual stream at the block's output
+    Count
+};
+constexpr int kSiteCount = static_cast<int>(Site::Count);
+const char* site_name(Site s);         // "attn_in", "o_in", "mlp_in", "down_in", "residual"
+bool parse_site(const char* name, Site* out);
+inline bool site_is_linear_input(Site s) { return s != Site::Residual; }
+
+class ActivationHook {
+public:
+    virtual ~ActivationHook() = default;
+    // x: (B, T, C) activation of block `layer` at `site`; the hook may assign a new tensor of the same
+    // shape to x. valid: (B, T) bool marking real tokens (false for padding); undefined means all real.
+    // Prefix (cushion) tokens are never part of x: they live only in the KV cache.
+    virtual void on_activation(int layer, Site site, at::Tensor& x, const at::Tensor& valid) = 0;
+};
+
+}  // namespace cushion

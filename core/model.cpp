@@ -1,0 +1,212 @@
+#include "model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "error.h"
+#include "sha256.h"
+
+namespace cushion {
+
+namespace {
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+    return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
+// RMSNorm as Hugging Face computes it: statistics in float32, result cast back, then scaled.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+    at::Tensor xf = x.to(at::kFloat);
+    at::Tensor r = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    return w * r.to(x.scalar_type());
+}
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+    return at::layer_norm(x, {x.size(-1)}, w, b, eps);
+}
+
+// Hugging Face rotate-half RoPE. x: (B, H, T, D); cos/sin: (T, D) float32.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    const int64_t half = x.size(-1) / 2;
+    at::Tensor xf = x.to(at::kFloat);
+    at::Tensor x1 = xf.narrow(-1, 0, half), x2 = xf.narrow(-1, half, half);
+    at::Tensor rot = at::cat({-x2, x1}, -1);
+    return (xf * cos + rot * sin).to(x.scalar_type());
+}
+
+void call_hook(ActivationHook* hook, int layer, Site site, at::Tensor& x, const at::Tensor& valid) {
+    if (hook) hook->on_activation(layer, site, x, valid);
+}
+
+}  // namespace
+
+c10::Device Model::device() const { return weights.tok_emb.device(); }
+at::ScalarType Model::dtype() const { return weights.tok_emb.scalar_type(); }
+
+void Model::to(c10::Device dev, at::ScalarType dt) {
+    if (dev.is_cuda() && !at::hasCUDA())
+        throw Error("CUDA was requested but no CUDA GPU is available in this build/machine; use --device cpu");
+    if (fingerprint_.empty()) fingerprint();
+    weights.for_each(config, [&](const std::string&, at::Tensor& t) {
+        if (t.is_floating_point()) t = t.to(dev, dt).contiguous();
+    });
+    if (config.tied_embeddings) weights.lm_head = weights.tok_emb;
+}
+
+at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) const {
+    const ModelConfig& c = config;
+    if (tokens_in.dim() != 2) throw Error("forward: tokens must be (B, T)");
+    const auto dev = device();
+    const at::Tensor tokens = tokens_in.to(dev, at::kLong);
+    const int64_t B = tokens.size(0), T = tokens.size(1);
+    const int64_t P = args.prefix ? args.prefix->length() : 0;
+    if (P + T > c.max_seq_len)
+        throw Error("sequence of " + std::to_string(P + T) + " tokens (prefix " + std::to_string(P) +
+                    ") exceeds the model's maximum context of " + std::to_string(c.max_seq_len));
+    if (args.prefix && !args.prefix->empty()) {
+        if ((int64_t)args.prefix->k.size() != c.n_layers)
+            throw Error("prefix cache has " + std::to_string(args.prefix->k.size()) + " layers, model has " +
+                        std::to_string(c.n_layers));
+        const int64_t pb = args.prefix->batch();
+        if (pb != 1 && pb != B) throw Error("prefix cache batch must be 1 or match the input batch");
+    }
+    const int64_t H = c.n_heads, KVH = c.n_kv_heads, D = c.head_dim, rep = H / KVH;
+    const bool opt = c.arch == Arch::OPT;
+    const at::Tensor valid = args.valid.defined() ? args.valid.to(dev) : at::Tensor();
+    if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= c.vocab_size))
+        throw Error("token id out of range [0, " + std::to_string(c.vocab_size) + ")");
+
+    // Positions P .. P+T-1.
+    at::Tensor pos = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev));
+    at::Tensor x = at::embedding(weights.tok_emb, tokens);  // (B, T, C)
+    at::Tensor cos, sin;
+    if (opt) {
+        x = x + at::embedding(weights.pos_emb, pos + c.pos_offset).unsqueeze(0);
+    } else {
+        at::Tensor inv_freq =
+            1.0 / at::pow(c.rope_theta, at::arange(0, D, 2, at::TensorOptions().dtype(at::kDouble)) / double(D));
+        at::Tensor freqs = at::outer(pos.to(at::kDouble).cpu(), inv_freq);  // (T, D/2), double for exactness
+        at::Tensor emb = at::cat({freqs, freqs}, -1);
+        cos = emb.cos().to(at::kFloat).to(dev);
+        sin = emb.sin().to(at::kFloat).to(dev);
+    }
+    // Causal mask over [prefix | new]: query t may see key j when j <= P + t.
+    at::Tensor key_pos = at::arange(P + T, at::TensorOptions().dtype(at::kLong).device(dev));
+    at::Tensor mask = key_pos.unsqueeze(0) > pos.unsqueeze(1);  // (T, P+T) true = masked
+    const double scale = 1.0 / std::sqrt(double(D));
+
+    if (args.present) {
+        args.present->k.assign(c.n_layers, at::Tensor());
+        args.present->v.assign(c.n_layers, at::Tensor());
+    }
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        const LayerWeights& L = weights.layers[l];
+        const int li = static_cast<int>(l);
+        // --- attention ---
+        at::Tensor h = opt ? (c.do_layer_norm_before ? layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps) : x)
+                           : rms_norm(x, L.attn_norm, c.norm_eps);
+        call_hook(args.hook, li, Site::AttnIn, h, valid);
+        at::Tensor q = linear(h, L.wq, L.bq).view({B, T, H, D}).transpose(1, 2);    // (B, H, T, D)
+        at::Tensor k = linear(h, L.wk, L.bk).view({B, T, KVH, D}).transpose(1, 2);  // (B, KVH, T, D)
+        at::Tensor v = linear(h, L.wv, L.bv).view({B, T, KVH, D}).transpose(1, 2);
+        if (!opt) {
+            q = apply_rope(q, cos, sin);
+            k = apply_rope(k, cos, sin);
+        }
+        if (P > 0) {
+            const at::Tensor& pk = args.prefix->k[l];
+            const at::Tensor& pv = args.prefix->v[l];
+            k = at::cat({pk.to(dev, k.scalar_type()).expand({B, KVH, P, D}), k}, 2);
+            v = at::cat({pv.to(dev, v.scalar_type()).expand({B, KVH, P, D}), v}, 2);
+        }
+        if (args.present) {
+            args.present->k[l] = k;
+            args.present->v[l] = v;
+        }
+        at::Tensor kr = rep == 1 ? k : k.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
+        at::Tensor vr = rep == 1 ? v : v.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
+        at::Tensor scores = at::matmul(q, kr.transpose(-2, -1)).to(at::kFloat) * scale;  // (B, H, T, P+T)
+        scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+        at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+        at::Tensor attn = at::matmul(probs, vr).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)
+        call_hook(args.hook, li, Site::OIn, attn, valid);
+        x = x + linear(attn, L.wo, L.bo);
+        if (opt && !c.do_layer_norm_before) x = layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps);
+        // --- feed-forward ---
+        h = opt ? (c.do_layer_norm_before ? layer_norm(x, L.ffn_norm, L.ffn_norm_bias, c.norm_eps) : x)
+                : rms_norm(x, L.ffn_norm, c.norm_eps);
+        call_hook(args.hook, li, Site::MlpIn, h, valid);
+        at::Tensor g = opt ? at::relu(linear(h, L.w_up, L.b_up))
+                           : at::silu(linear(h, L.w_gate, at::Tensor())) * linear(h, L.w_up, at::Tensor());
+        call_hook(args.hook, li, Site::DownIn, g, valid);
+        x = x + linear(g, L.w_down, L.b_down);
+        if (opt && !c.do_layer_norm_before) x = layer_norm(x, L.ffn_norm, L.ffn_norm_bias, c.norm_eps);
+        call_hook(args.hook, li, Site::Residual, x, valid);
+    }
+    if (args.skip_logits) return at::Tensor();
+    if (args.last_logits_only) x = x.narrow(1, T - 1, 1);
+    x = opt ? (c.do_layer_norm_before ? layer_norm(x, weights.final_norm, weights.final_norm_bias, c.norm_eps) : x)
+            : rms_norm(x, weights.final_norm, c.norm_eps);
+    return at::linear(x, weights.lm_head).to(at::kFloat);
+}
+
+std::string Model::fingerprint() const {
+    if (!fingerprint_.empty()) return fingerprint_;
+    Sha256 h;
+    h.update(config.describe());
+    weights.for_each(config, [&](const std::string& name, const at::Tensor& t) {
+        h.update(name);
+        for (auto s : t.sizes()) h.update(std::to_string(s) + ",");
+        // A strided sample of at most 4096 values, in float32: cheap even for 7B models.
+        at::Tensor flat = t.reshape({-1});
+        const int64_t n = flat.numel(), step = std::max<int64_t>(1, n / 4096);
+        at::Tensor sample = flat.slice(0, 0, n, step).to(at::kCPU, at::kFloat).contiguous();
+        h.update(sample.data_ptr<float>(), sample.numel() * sizeof(float));
+    });
+    fingerprint_ = h.hex_digest().substr(0, 16);
+    return fingerprint_;
+}
+
+c10::Device parse_device(const std::string& name) {
+    if (name == "cpu") return c10::Device(c10::kCPU);
+    if (name.rfind("cuda", 0) == 0) {
+        if (!at::hasCUDA())
+            throw Error("device '" + name + "' requested, but CUDA is not available (" +
+                        std::string("no GPU found or this build of libtorch has no CUDA); use --device cpu"));
+        int index = 0;
+        if (name.size() > 4) {
+            if (name[4] != ':') throw Error("bad device '" + name + "': use cpu, cuda or cuda:N");
+            try {
+                index = std::stoi(name.substr(5));
+            } catch (...) {
+                throw Error("bad device '" + name + "': use cpu, cuda or cuda:N");
+            }
+        }
+        const int n = at::detail::getCUDAHooks().getNumGPUs();
+        if (index < 0 || index >= n)
+            throw Error("device '" + name + "' does not exist: " + std::to_string(n) + " CUDA device(s) found");
+        return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+    }
+    throw Error("unknown device '" + name + "': use cpu, cuda or cuda:N");
+}
+
+at::ScalarType parse_dtype(const std::string& n) {
+    if (n == "fp32" || n == "float32" || n == "f32") return at::kFloat;
+    if (n == "fp16" || n == "float16" || n == "f16" || n == "half") return at::kHalf;
+    if (n == "bf16" || n == "bfloat16") return at::kBFloat16;
+    throw Error("unknown dtype '" + n + "': use fp32, fp16 or bf16");
+}
+
+std::string dtype_name(at::ScalarType t) {
+    switch (t) {
+        case at::kFloat: return "fp32";
+        case at::kHalf: return "fp16";
+        case at::kBFloat16: return "bf16";
+        default: return c10::toString(t);
+    }
+}
+
+}  // namespace cushion

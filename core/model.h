@@ -1,0 +1,60 @@
+// A loaded model on a device: config, weights, tokenizer, and the forward pass.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "activation_hook.h"
+#include "kv_cache.h"
+#include "model_config.h"
+#include "model_weights.h"
+#include "tokenizer.h"
+
+namespace cushion {
+
+struct ForwardArgs {
+    const KVCache* prefix = nullptr;  // prepended K/V (batch 1 is broadcast); positions continue after it
+    KVCache* present = nullptr;       // if set, receives prefix + new K/V per layer (for decoding)
+    ActivationHook* hook = nullptr;   // observes / replaces activations at every site
+    at::Tensor valid;                 // (B, T) bool, false on right padding; undefined = all real
+    bool last_logits_only = false;    // logits for the last position only: (B, 1, V)
+    bool skip_logits = false;         // stop after the last block (probes, calibration)
+};
+
+class Model {
+public:
+    ModelConfig config;
+    ModelWeights weights;
+    std::shared_ptr<const Tokenizer> tokenizer;
+    std::string source;  // path it was loaded from
+    std::string format;  // "llama2c", "gguf", "hf"
+    std::vector<std::string> warnings;
+
+    c10::Device device() const;
+    at::ScalarType dtype() const;
+    // Moves/casts the weights. Throws Error if the device is not available (e.g. cuda without a GPU).
+    void to(c10::Device device, at::ScalarType dtype);
+
+    // tokens: (B, T) int64 on any device. Returns float32 logits (B, T, V) (or (B, 1, V)), or an
+    // undefined tensor with skip_logits. Runs under no-grad unless a caller enables gradients.
+    at::Tensor forward(const at::Tensor& tokens, const ForwardArgs& args = {}) const;
+
+    // A stable hash of the architecture and weights (hex), to tie cushion files to their model.
+    // Computed once (load_model does it while the weights are float32) and cached.
+    std::string fingerprint() const;
+
+private:
+    mutable std::string fingerprint_;
+};
+
+// "cpu", "cuda", "cuda:1" -> device; throws Error with a clear message when CUDA is not available.
+c10::Device parse_device(const std::string& name);
+// "fp32"/"float32", "fp16"/"float16", "bf16"/"bfloat16".
+at::ScalarType parse_dtype(const std::string& name);
+std::string dtype_name(at::ScalarType t);
+
+}  // namespace cushion

@@ -1,0 +1,161 @@
+#include "model_weights.h"
+
+#include <ATen/ATen.h>
+
+#include <sstream>
+
+#include "error.h"
+
+namespace cushion {
+
+namespace {
+
+template <typename W, typename Fn>
+void visit(const ModelConfig& cfg, W& w, const Fn& fn) {
+    auto f = [&](const std::string& name, auto& t) {
+        if (t.defined()) fn(name, t);
+    };
+    if (cfg.arch == Arch::OPT) {
+        f("model.decoder.embed_tokens.weight", w.tok_emb);
+        f("model.decoder.embed_positions.weight", w.pos_emb);
+        for (size_t i = 0; i < w.layers.size(); ++i) {
+            auto& L = w.layers[i];
+            const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
+            f(p + "self_attn_layer_norm.weight", L.attn_norm);
+            f(p + "self_attn_layer_norm.bias", L.attn_norm_bias);
+            f(p + "self_attn.q_proj.weight", L.wq);
+            f(p + "self_attn.q_proj.bias", L.bq);
+            f(p + "self_attn.k_proj.weight", L.wk);
+            f(p + "self_attn.k_proj.bias", L.bk);
+            f(p + "self_attn.v_proj.weight", L.wv);
+            f(p + "self_attn.v_proj.bias", L.bv);
+            f(p + "self_attn.out_proj.weight", L.wo);
+            f(p + "self_attn.out_proj.bias", L.bo);
+            f(p + "final_layer_norm.weight", L.ffn_norm);
+            f(p + "final_layer_norm.bias", L.ffn_norm_bias);
+            f(p + "fc1.weight", L.w_up);
+            f(p + "fc1.bias", L.b_up);
+            f(p + "fc2.weight", L.w_down);
+            f(p + "fc2.bias", L.b_down);
+        }
+        f("model.decoder.final_layer_norm.weight", w.final_norm);
+        f("model.decoder.final_layer_norm.bias", w.final_norm_bias);
+    } else {
+        f("model.embed_tokens.weight", w.tok_emb);
+        for (size_t i = 0; i < w.layers.size(); ++i) {
+            auto& L = w.layers[i];
+            const std::string p = "model.layers." + std::to_string(i) + ".";
+            f(p + "input_layernorm.weight", L.attn_norm);
+            f(p + "self_attn.q_proj.weight", L.wq);
+            f(p + "self_attn.q_proj.bias", L.bq);
+            f(p + "self_attn.k_proj.weight", L.wk);
+            f(p + "self_attn.k_proj.bias", L.bk);
+            f(p + "self_attn.v_proj.weight", L.wv);
+            f(p + "self_attn.v_proj.bias", L.bv);
+            f(p + "self_attn.o_proj.weight", L.wo);
+            f(p + "self_attn.o_proj.bias", L.bo);
+            f(p + "post_attention_layernorm.weight", L.ffn_norm);
+            f(p + "mlp.gate_proj.weight", L.w_gate);
+            f(p + "mlp.up_proj.weight", L.w_up);
+            f(p + "mlp.down_proj.weight", L.w_down);
+        }
+        f("model.norm.weight", w.final_norm);
+    }
+    if (!cfg.tied_embeddings) f("lm_head.weight", w.lm_head);
+}
+
+}  // namespace
+
+void ModelWeights::for_each(const ModelConfig& cfg, const std::function<void(const std::string&, at::Tensor&)>& fn) {
+    visit(cfg, *this, fn);
+}
+void ModelWeights::for_each(const ModelConfig& cfg,
+                            const std::function<void(const std::string&, const at::Tensor&)>& fn) const {
+    visit(cfg, *this, fn);
+}
+
+at::Tensor interleaved_to_half(const at::Tensor& w, int64_t n_heads) {
+    const bool vec = w.dim() == 1;
+    at::Tensor m = vec ? w.unsqueeze(1) : w;
+    const int64_t rows = m.size(0), in = m.size(1), hd = rows / n_heads;
+    at::Tensor r = m.reshape({n_heads, hd / 2, 2, in}).transpose(1, 2).reshape({rows, in}).contiguous();
+    return vec ? r.squeeze(1) : r;
+}
+
+at::Tensor half_to_interleaved(const at::Tensor& w, int64_t n_heads) {
+    const bool vec = w.dim() == 1;
+    at::Tensor m = vec ? w.unsqueeze(1) : w;
+    const int64_t rows = m.size(0), in = m.size(1), hd = rows / n_heads;
+    at::Tensor r = m.reshape({n_heads, 2, hd / 2, in}).transpose(1, 2).reshape({rows, in}).contiguous();
+    return vec ? r.squeeze(1) : r;
+}
+
+namespace {
+std::string shape_str(at::IntArrayRef s) {
+    std::ostringstream os;
+    os << "[";
+    for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+    os << "]";
+    return os.str();
+}
+
+void expect(const std::string& source, const std::string& name, const at::Tensor& t, std::vector<int64_t> shape,
+            bool required = true) {
+    if (!t.defined()) {
+        if (required) throw Error(source + ": tensor " + name + " is missing");
+        return;
+    }
+    if (t.sizes() != at::IntArrayRef(shape))
+        throw Error(source + ": tensor " + name + " has shape " + shape_str(t.sizes()) + ", expected " +
+                    shape_str(shape) + " from the config");
+}
+}  // namespace
+
+void check_shapes(const ModelConfig& c, const ModelWeights& w, const std::string& source) {
+    const int64_t C = c.dim, H = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.kv_dim(), V = c.vocab_size;
+    const bool opt = c.arch == Arch::OPT;
+    expect(source, "token embedding", w.tok_emb, {V, C});
+    expect(source, "lm_head", w.lm_head, {V, C});
+    expect(source, "final norm", w.final_norm, {C});
+    if (opt) {
+        expect(source, "final norm bias", w.final_norm_bias, {C});
+        expect(source, "position embedding", w.pos_emb, {c.max_seq_len + c.pos_offset, C});
+    }
+    if ((int64_t)w.layers.size() != c.n_layers)
+        throw Error(source + ": found " + std::to_string(w.layers.size()) + " layers, config says " +
+                    std::to_string(c.n_layers));
+    for (size_t i = 0; i < w.layers.size(); ++i) {
+        const auto& L = w.layers[i];
+        const std::string p = "layer " + std::to_string(i) + " ";
+        expect(source, p + "attention norm", L.attn_norm, {C});
+        expect(source, p + "wq", L.wq, {Q, C});
+        expect(source, p + "wk", L.wk, {KV, C});
+        expect(source, p + "wv", L.wv, {KV, C});
+        expect(source, p + "wo", L.wo, {C, Q});
+        expect(source, p + "ffn norm", L.ffn_norm, {C});
+        expect(source, p + "w_up", L.w_up, {H, C});
+        expect(source, p + "w_down", L.w_down, {C, H});
+        expect(source, p + "q bias", L.bq, {Q}, opt || c.qkv_bias);
+        expect(source, p + "k bias", L.bk, {KV}, opt || c.qkv_bias);
+        expect(source, p + "v bias", L.bv, {KV}, opt || c.qkv_bias);
+        expect(source, p + "o bias", L.bo, {C}, opt);
+        if (opt) {
+            expect(source, p + "attention norm bias", L.attn_norm_bias, {C});
+            expect(source, p + "ffn norm bias", L.ffn_norm_bias, {C});
+            expect(source, p + "fc1 bias", L.b_up, {H});
+            expect(source, p + "fc2 bias", L.b_down, {C});
+        } else {
+            expect(source, p + "w_gate", L.w_gate, {H, C});
+        }
+    }
+}
+
+std::vector<std::string> non_finite_tensors(const ModelConfig& cfg, const ModelWeights& w) {
+    std::vector<std::string> bad;
+    w.for_each(cfg, [&](const std::string& name, const at::Tensor& t) {
+        if (t.is_floating_point() && !at::isfinite(t).all().item<bool>()) bad.push_back(name);
+    });
+    return bad;
+}
+
+}  // namespace cushion

@@ -1,0 +1,49 @@
+// The tensors of a model in one canonical layout, whatever file they came from.
+//
+// Canonical layout (Hugging Face's): linear weights are (out, in) row-major; Q and K rows are in
+// "rotate-half" order per head (Hugging Face). llama2.c and GGUF store Q/K in Meta's interleaved
+// order; their loaders permute rows with `interleaved_to_half` so one RoPE serves every format.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model_config.h"
+
+namespace cushion {
+
+struct LayerWeights {
+    at::Tensor attn_norm, attn_norm_bias;  // (C); bias: OPT only
+    at::Tensor wq, wk, wv, wo;             // (C, C), (KV, C), (KV, C), (C, C)
+    at::Tensor bq, bk, bv, bo;             // optional biases (Qwen2 q/k/v, OPT all four)
+    at::Tensor ffn_norm, ffn_norm_bias;    // (C); bias: OPT only
+    at::Tensor w_gate, w_up, w_down;       // Llama: (H, C), (H, C), (C, H); OPT: fc1 = w_up, fc2 = w_down, no gate
+    at::Tensor b_up, b_down;               // OPT fc1 / fc2 biases
+};
+
+struct ModelWeights {
+    at::Tensor tok_emb;                     // (V, C)
+    at::Tensor pos_emb;                     // OPT learned positions (max_pos + offset, C)
+    at::Tensor final_norm, final_norm_bias; // (C)
+    at::Tensor lm_head;                     // (V, C); aliases tok_emb when tied
+    std::vector<LayerWeights> layers;
+
+    // Visits every defined tensor with its Hugging Face name for `arch`
+    // ("model.layers.0.self_attn.q_proj.weight", ...). The lm_head is skipped when tied.
+    void for_each(const ModelConfig& cfg, const std::function<void(const std::string&, at::Tensor&)>& fn);
+    void for_each(const ModelConfig& cfg, const std::function<void(const std::string&, const at::Tensor&)>& fn) const;
+};
+
+// Row permutation between Meta/GGUF interleaved RoPE order and Hugging Face rotate-half order for a
+// (n_heads * head_dim, in) Q or K weight (or a (n_heads * head_dim) bias).
+at::Tensor interleaved_to_half(const at::Tensor& w, int64_t n_heads);
+at::Tensor half_to_interleaved(const at::Tensor& w, int64_t n_heads);
+
+// Checks every tensor's shape against the config; throws Error naming the tensor and both shapes.
+void check_shapes(const ModelConfig& cfg, const ModelWeights& w, const std::string& source);
+// Names of tensors holding NaN or Inf (the loaders warn with them).
+std::vector<std::string> non_finite_tensors(const ModelConfig& cfg, const ModelWeights& w);
+
+}  // namespace cushion

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# CushionCache Studio set-up: installs the Debian packages, configures and builds, then runs a job.
+#
+#   bash packaging/setup.sh run    # install + build + run the main job on the embedded default model
+#   bash packaging/setup.sh test   # install + build + run the test suite (ctest)
+#   bash packaging/setup.sh build  # install + build only
+#
+# Environment: BUILD_DIR (default build), CUSHION_GUI (ON/OFF, default ON), JOBS (default nproc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOB=${1:-build}
+BUILD_DIR=${BUILD_DIR:-build}
+CUSHION_GUI=${CUSHION_GUI:-ON}
+JOBS=${JOBS:-$(nproc)}
+
+PACKAGES=(build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopenblas0-pthread nlohmann-json3-dev libsentencepiece-dev
+  libgtest-dev libgmock-dev libbenchmark-dev)
+if [ "$CUSHION_GUI" = ON ]; then
+  PACKAGES+=(qt6-base-dev libqt6charts6-dev libqt6svg6-dev libqt6opengl6-dev libimgui-dev
+    xvfb xauth libgl1-mesa-dri)
+fi
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then return; fi
+  echo "setup: installing ${missing[*]}" >&2
+  local SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+build() {
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUSHION_GUI="$CUSHION_GUI" >&2
+  cmake --build "$BUILD_DIR" -j "$JOBS" >&2
+}
+
+install_packages
+build
+
+case "$JOB" in
+  build) ;;
+  run)
+    if [ "$CUSHION_GUI" = ON ] && [ -x "$BUILD_DIR/bin/cushion-studio" ] && [ -n "${DISPLAY:-}" ]; then
+      exec "$BUILD_DIR/bin/cushion-studio"
+    fi
+    # Headless: the command-line equivalent on the embedded default model.
+    B="$BUILD_DIR/bin/cushion"
+    echo "== cushion info" && "$B" info
+    echo "== cushion generate" && "$B" generate --prompt "Once upon a time" --max-tokens 60
+    echo "== cushion ppl (held-out text)" && "$B" ppl --text resources/text/tinystories-eval.txt
+    echo "== cushion probe (down-projection inputs)" && "$B" probe --prompt "Once upon a time, there was a little girl named Lily." --png "$BUILD_DIR/probe.png"
+    ;;
+  test)
+    cd "$BUILD_DIR"
+    ctest --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}
+    ;;
+  *) echo "usage: $0 run|test|build" >&2; exit 2 ;;
+esac
