@@ -25,6 +25,9 @@ public:
     // shape to x. valid: (B, T) bool marking real tokens (false for padding); undefined means all real.
     // Prefix (cushion) tokens are never part of x: they live only in the KV cache.
     virtual void on_activation(int layer, Site site, at::Tensor& x, const at::Tensor& valid) = 0;
+    // The new tokens' keys (after RoPE) and values, (B, n_kv_heads, T, head_dim), before they join the
+    // prefix cache; a hook may replace them (KV-cache quantization). Default: nothing.
+    virtual void on_kv(int layer, at::Tensor& k, at::Tensor& v, const at::Tensor& valid) {}
 };
 
 }  // namespace cushion

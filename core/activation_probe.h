@@ -66,6 +66,10 @@ public:
         for (auto* h : hooks)
             if (h) h->on_activation(layer, site, x, valid);
     }
+    void on_kv(int layer, at::Tensor& k, at::Tensor& v, const at::Tensor& valid) override {
+        for (auto* h : hooks)
+            if (h) h->on_kv(layer, k, v, valid);
+    }
 };
 
 }  // namespace cushion

@@ -116,6 +116,7 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
             q = apply_rope(q, cos, sin);
             k = apply_rope(k, cos, sin);
         }
+        if (args.hook) args.hook->on_kv(li, k, v, valid);
         if (P > 0) {
             const at::Tensor& pk = args.prefix->k[l];
             const at::Tensor& pv = args.prefix->v[l];

@@ -36,7 +36,9 @@ std::unique_ptr<Tokenizer> make_score_bpe_tokenizer(std::vector<std::string> pie
                                                     int32_t unk);
 // llama2.c tokenizer.bin (e.g. tok512.bin): int32 max_token_length, then per token: f32 score, i32 len, bytes.
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t vocab_size);
-// A SentencePiece model file (tokenizer.model, tok512.model) through libsentencepiece.
+// A SentencePiece BPE model file (tokenizer.model, tok512.model), read directly (protobuf) and run with
+// the score-merge BPE and the model's own whitespace options. (libsentencepiece itself cannot share a
+// process with libtorch on Debian: both carry protobuf; tests use its spm_encode as the reference.)
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
 // A Hugging Face tokenizer.json with a byte-level BPE model (GPT-2, Llama 3, Qwen2). A SentencePiece-style
 // BPE tokenizer.json (Metaspace, byte fallback) is routed to the score-merge BPE above.

@@ -16,7 +16,7 @@ JOBS=${JOBS:-$(nproc)}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread nlohmann-json3-dev libsentencepiece-dev
-  libgtest-dev libgmock-dev libbenchmark-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev sentencepiece)
 if [ "$CUSHION_GUI" = ON ]; then
   PACKAGES+=(qt6-base-dev libqt6charts6-dev libqt6svg6-dev libqt6opengl6-dev libimgui-dev
     xvfb xauth libgl1-mesa-dri)

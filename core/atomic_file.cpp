@@ -1,0 +1,109 @@
+#include "atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "error.h"
+
+namespace cushion {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string sys_error() { return std::strerror(errno); }
+
+// A fresh name beside `path` that no one else is using: created empty (O_EXCL) so it is ours.
+std::string make_temp_beside(const std::string& path) {
+    static std::atomic<uint64_t> counter{0};
+    const fs::path target(path);
+    const std::string base = target.filename().string();
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        const uint64_t salt = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        std::ostringstream name;
+        name << "." << base << ".tmp-" << ::getpid() << "-" << counter.fetch_add(1) << "-" << std::hex
+             << (salt & 0xffffff);
+        const std::string tmp = (target.parent_path() / name.str()).string();
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            ::close(fd);
+            return tmp;
+        }
+        if (errno != EEXIST) throw Error(path + ": cannot create a temporary file beside it: " + sys_error());
+    }
+    throw Error(path + ": cannot find a free temporary file name beside it");
+}
+
+void fsync_path(const std::string& path, bool directory) {
+    int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        if (directory) return;  // best effort for directories
+        throw Error(path + ": cannot reopen to flush: " + sys_error());
+    }
+    int rc = ::fsync(fd);
+    std::string e = rc != 0 ? sys_error() : std::string();
+    ::close(fd);
+    if (rc != 0 && !directory) throw Error(path + ": fsync failed: " + e);
+}
+
+void remove_quietly(const std::string& p) {
+    std::error_code ec;
+    fs::remove(p, ec);
+}
+
+}  // namespace
+
+void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& write) {
+    const std::string tmp = make_temp_beside(path);
+    try {
+        write(tmp);
+        fsync_path(tmp, false);
+        if (::rename(tmp.c_str(), path.c_str()) != 0)
+            throw Error(path + ": cannot rename the temporary file " + tmp + " over it: " + sys_error());
+    } catch (const Error&) {
+        remove_quietly(tmp);
+        throw;
+    } catch (const std::exception& e) {
+        remove_quietly(tmp);
+        throw Error(path + ": writing failed: " + e.what());
+    } catch (...) {
+        remove_quietly(tmp);
+        throw;
+    }
+    const fs::path parent = fs::path(path).parent_path();
+    fsync_path(parent.empty() ? std::string(".") : parent.string(), true);
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+    write_atomically(path, [&](const std::string& tmp) {
+        FILE* f = std::fopen(tmp.c_str(), "wb");
+        if (!f) throw Error(tmp + ": cannot open for writing: " + sys_error());
+        const size_t n = text.empty() ? 0 : std::fwrite(text.data(), 1, text.size(), f);
+        const bool ok = n == text.size();
+        const bool closed = std::fclose(f) == 0;
+        if (!ok || !closed) throw Error(tmp + ": write failed: " + sys_error());
+    });
+}
+
+std::string read_text_file(const std::string& path) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, not a file");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot open: " + sys_error());
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) throw Error(path + ": read failed");
+    return ss.str();
+}
+
+}  // namespace cushion
