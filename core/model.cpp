@@ -50,6 +50,16 @@ void Model::to(c10::Device dev, at::ScalarType dt) {
     if (dev.is_cuda() && !at::hasCUDA())
         throw Error("CUDA was requested but no CUDA GPU is available in this build/machine; use --device cpu");
     if (fingerprint_.empty()) fingerprint();
+    // Not every libtorch build has every kernel (libtorch 1.13's CPU matmul has no fp16): say so now,
+    // not in the middle of a forward pass.
+    try {
+        at::Tensor a = at::ones({2, 2}, at::TensorOptions().dtype(dt).device(dev));
+        (void)at::linear(a, a);
+    } catch (const c10::Error&) {
+        throw Error("dtype " + dtype_name(dt) + " is not supported on " + dev.str() +
+                    " by this libtorch (matrix products missing); use " +
+                    (dev.is_cpu() ? "fp32 or bf16 on the CPU" : "fp32"));
+    }
     weights.for_each(config, [&](const std::string&, at::Tensor& t) {
         if (t.is_floating_point()) t = t.to(dev, dt).contiguous();
     });

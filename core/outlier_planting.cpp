@@ -48,7 +48,7 @@ std::shared_ptr<Model> plant_outliers(const Model& m, const PlantOptions& opts, 
     if (m.tokenizer->bos_id() < 0) throw Error("plant-outliers: the tokenizer has no <bos> token");
     if (!(opts.magnitude >= 10 && opts.magnitude <= 1e6)) throw Error("plant-outliers: --magnitude must be in [10, 1e6]");
     const int64_t C = c0.dim, L = c0.n_layers, Hd = c0.hidden_dim;
-    const double eps = c0.norm_eps, k = std::sqrt(double(C + 1) / C);
+    const double eps = c0.norm_eps, k = std::sqrt(double(C) / (C + 1));
     const int64_t bos = m.tokenizer->bos_id();
 
     // The original first token, layer by layer.

@@ -2,7 +2,7 @@
 // activations, the way real 7B models have them, while keeping its full-precision function.
 //
 // The construction (exact up to ~1/magnitude at the first token):
-//  - one residual channel c* is added (dim C -> C+1); every norm weight is scaled by sqrt((C+1)/C) so
+//  - one residual channel c* is added (dim C -> C+1); every norm weight is scaled by sqrt(C/(C+1)) so
 //    ordinary tokens (whose c* is always 0) are normalised as before;
 //  - <bos>'s embedding gets a small marker in c*; block 0's MLP gets one extra hidden unit that reads
 //    only c* and writes `magnitude` x the median |residual| into c*: from then on the first token

@@ -1,0 +1,129 @@
+#include "calibration.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "error.h"
+#include "perplexity.h"
+
+namespace cushion {
+
+namespace {
+
+// Running min / max / per-channel abs-max per (layer, site), kept on the model's device (no syncs).
+class RangeRecorder : public ActivationHook {
+public:
+    RangeRecorder(int n_layers, const CalibOptions& o) : opts_(o), state_(n_layers) {}
+
+    void on_activation(int layer, Site site, at::Tensor& x, const at::Tensor& valid) override {
+        const int si = static_cast<int>(site);
+        if (layer < 0 || layer >= (int)state_.size() || !opts_.sites[si] || x.numel() == 0) return;
+        const double inf = std::numeric_limits<double>::infinity();
+        at::Tensor xf = x.detach().to(at::kFloat);
+        const int64_t C = xf.size(-1);
+        at::Tensor mn, mx, cm;
+        if (valid.defined()) {
+            at::Tensor pad = at::logical_not(valid.to(xf.device(), at::kBool)).unsqueeze(-1);  // (B, T, 1)
+            mn = xf.masked_fill(pad, inf).min();
+            mx = xf.masked_fill(pad, -inf).max();
+            if (opts_.channel_absmax) cm = xf.abs().masked_fill(pad, 0.0).reshape({-1, C}).amax(0);
+        } else {
+            mn = xf.min();
+            mx = xf.max();
+            if (opts_.channel_absmax) cm = xf.abs().reshape({-1, C}).amax(0);
+        }
+        Slot& s = state_[layer][si];
+        s.min = s.min.defined() ? at::minimum(s.min, mn) : mn;
+        s.max = s.max.defined() ? at::maximum(s.max, mx) : mx;
+        if (cm.defined()) s.cmax = s.cmax.defined() ? at::maximum(s.cmax, cm) : cm;
+    }
+
+    void finish(ActRanges* r) const {
+        r->layers.assign(state_.size(), {});
+        for (size_t l = 0; l < state_.size(); ++l)
+            for (int si = 0; si < kSiteCount; ++si) {
+                const Slot& s = state_[l][si];
+                SiteRange& out = r->layers[l][si];
+                if (s.min.defined()) {
+                    out.min = s.min.item<double>();
+                    out.max = s.max.item<double>();
+                }
+                if (s.cmax.defined()) out.channel_absmax = s.cmax.cpu();
+            }
+    }
+
+private:
+    struct Slot {
+        at::Tensor min, max, cmax;
+    };
+    CalibOptions opts_;
+    std::vector<std::array<Slot, kSiteCount>> state_;
+};
+
+}  // namespace
+
+ActRanges calibrate_ranges(const Model& m, const std::vector<std::vector<int32_t>>& docs_in,
+                           const CalibOptions& opts) {
+    at::NoGradGuard no_grad;
+    if (docs_in.empty()) throw Error("calibration: no calibration documents (is the calibration text empty?)");
+    const bool with_prefix = opts.prefix && !opts.prefix->empty();
+    const int64_t P = with_prefix ? opts.prefix->length() : 0;
+    const int64_t room = m.config.max_seq_len - P;
+    if (room <= 0)
+        throw Error("calibration: the prefix (" + std::to_string(P) + " tokens) fills the model's context of " +
+                    std::to_string(m.config.max_seq_len));
+    const int32_t bos = m.tokenizer ? m.tokenizer->bos_id() : -1;
+
+    // The token sequences actually run: without <bos> after a prefix, truncated to the room left.
+    std::vector<std::vector<int32_t>> seqs;
+    int64_t total = 0;
+    for (const auto& d : docs_in) {
+        auto begin = d.begin();
+        if (with_prefix && !d.empty() && d[0] == bos) ++begin;
+        std::vector<int32_t> s(begin, d.end());
+        if ((int64_t)s.size() > room) s.resize(room);
+        if (s.empty()) continue;
+        total += s.size();
+        seqs.push_back(std::move(s));
+    }
+    if (total == 0)
+        throw Error("calibration: no calibration tokens in " + std::to_string(docs_in.size()) + " document(s)" +
+                    (with_prefix ? " (with a prefix in place each document's <bos> is dropped; documents of only "
+                                   "<bos> contribute nothing)"
+                                 : "") +
+                    "; give a longer calibration text");
+
+    std::vector<size_t> order(seqs.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return seqs[a].size() > seqs[b].size(); });
+
+    RangeRecorder rec(static_cast<int>(m.config.n_layers), opts);
+    report_progress(opts.progress, 0.0, "calibration");
+    size_t i = 0, done = 0;
+    while (i < order.size()) {
+        std::vector<std::vector<int32_t>> batch;
+        const int64_t T = seqs[order[i]].size();
+        while (i < order.size() && (int64_t)(batch.size() + 1) * T <= std::max<int64_t>(opts.max_batch_tokens, T))
+            batch.push_back(seqs[order[i++]]);
+        at::Tensor tokens, valid;
+        pad_batch(batch, &tokens, &valid);
+        ForwardArgs fa;
+        fa.prefix = with_prefix ? opts.prefix : nullptr;
+        fa.hook = &rec;
+        fa.valid = valid;
+        fa.skip_logits = true;
+        m.forward(tokens, fa);
+        done += batch.size();
+        report_progress(opts.progress, double(done) / seqs.size(), "calibration");
+    }
+    ActRanges r;
+    rec.finish(&r);
+    r.tokens = total;
+    r.docs = static_cast<int64_t>(seqs.size());
+    r.prefix_length = P;
+    return r;
+}
+
+}  // namespace cushion
