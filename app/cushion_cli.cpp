@@ -3,6 +3,8 @@
 #include <cstring>
 #include <exception>
 
+#include <c10/util/Exception.h>
+
 #include "cli_common.h"
 #include "cli_progress.h"
 
@@ -51,6 +53,9 @@ int main(int argc, char** argv) {
         } catch (const Error& e) {
             std::fprintf(stderr, "cushion %s: error: %s\n", c.name, e.what());
             return 2;
+        } catch (const c10::Error& e) {
+            std::fprintf(stderr, "cushion %s: libtorch error: %s\n", c.name, e.what_without_backtrace());
+            return 3;
         } catch (const std::exception& e) {
             std::fprintf(stderr, "cushion %s: internal error: %s\n", c.name, e.what());
             return 3;
