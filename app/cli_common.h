@@ -37,4 +37,12 @@ extern const char* kGenerateHelp;
 extern const char* kPplHelp;
 extern const char* kProbeHelp;
 
+// Quantization commands (eval, outliers, plant-outliers).
+int cmd_eval(int argc, char** argv);
+int cmd_outliers(int argc, char** argv);
+int cmd_plant_outliers(int argc, char** argv);
+extern const char* kEvalHelp;
+extern const char* kOutliersHelp;
+extern const char* kPlantHelp;
+
 }  // namespace cushion::cli

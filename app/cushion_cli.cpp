@@ -18,6 +18,9 @@ const Command kCommands[] = {
     {"generate", "generate text from a prompt (greedy or sampled)", kGenerateHelp, cmd_generate},
     {"ppl", "perplexity on a text file (one document per line)", kPplHelp, cmd_ppl},
     {"probe", "activation statistics per block and site; outlier tokens; heatmap PNG", kProbeHelp, cmd_probe},
+    {"outliers", "PrefixQuant-style outlier tokens (down_proj max/median > 64) and their frequency", kOutliersHelp, cmd_outliers},
+    {"eval", "perplexity full precision vs simulated W/A quantization (--sweep: the paper's table)", kEvalHelp, cmd_eval},
+    {"plant-outliers", "derive a model with planted massive activations (shows the disease)", kPlantHelp, cmd_plant_outliers},
 };
 
 void usage(FILE* out) {

@@ -26,12 +26,12 @@ at::Tensor median_abs(const at::Tensor& v) { return v.abs().median(); }
 // projection is unchanged. n: the original normalised input (C); x: the original pre-norm input (C);
 // c: the first token's value in c*. Also returns v* (the normalised value of c*).
 at::Tensor solve_column(const at::Tensor& W, const at::Tensor& n, const at::Tensor& x, double c, double eps,
-                        double k, double* vstar) {
+                        double k, double gain, double* vstar) {
     const int64_t C = x.size(0);
     const double S = x.pow(2).sum().item<double>();
     const double Rp = std::sqrt((S + c * c) / (C + 1) + eps);
     const double r = k * std::sqrt(S / C + eps) / Rp;
-    *vstar = c / Rp;
+    *vstar = gain * c / Rp;  // the first token's normalised value in c* (norm weight `gain` there)
     at::Tensor proj = at::mv(W.to(at::kDouble), n);  // (out)
     return (proj * ((1 - r) / *vstar)).to(at::kFloat);
 }
@@ -85,11 +85,19 @@ std::shared_ptr<Model> plant_outliers(const Model& m, const PlantOptions& opts, 
     ModelWeights& N = out->weights;
     N.tok_emb = at::cat({W.tok_emb, at::zeros({c0.vocab_size, 1})}, 1);
     N.tok_emb[bos][C] = marker;
-    auto new_norm = [&](const at::Tensor& w) { return at::cat({w * k, at::ones({1})}); };
-    N.final_norm = new_norm(W.final_norm);
+    auto new_norm = [&](const at::Tensor& w, double gain) { return at::cat({w * k, at::full({1}, gain)}); };
+    // The norm weight of c* sets how large the first token's c* is at the norm's output (the q/k/v and
+    // gate/up inputs): `magnitude` x the median |x| there, from block 1 on, as in real models.
+    auto gain_for = [&](const at::Tensor& n0, const at::Tensor& x, double c) {
+        const int64_t Cn = x.size(0);
+        const double S = x.pow(2).sum().item<double>();
+        const double unit = c / std::sqrt((S + c * c) / (Cn + 1) + eps);
+        return opts.magnitude * median_abs(n0).item<double>() / unit;
+    };
+    N.final_norm = new_norm(W.final_norm, 1.0);
     {
         double vs;
-        at::Tensor col = solve_column(W.lm_head, n_final, x_final, marker + M, eps, k, &vs);
+        at::Tensor col = solve_column(W.lm_head, n_final, x_final, marker + M, eps, k, 1.0, &vs);
         N.lm_head = add_column(W.lm_head, col);
     }
     if (report) {
@@ -102,18 +110,20 @@ std::shared_ptr<Model> plant_outliers(const Model& m, const PlantOptions& opts, 
         const LayerWeights& O = W.layers[l];
         LayerWeights& Y = N.layers[l];
         const double c_val = l == 0 ? marker : marker + M;  // first token's c* entering block l
-        Y.attn_norm = new_norm(O.attn_norm);
-        Y.ffn_norm = new_norm(O.ffn_norm);
         const at::Tensor& n_att = ft.x[l][(int)Site::AttnIn];
         const at::Tensor& n_mlp = ft.x[l][(int)Site::MlpIn];
+        const double g_att = l == 0 ? 1.0 : gain_for(n_att, x_in[l], c_val);
+        const double g_mlp = l == 0 ? 1.0 : gain_for(n_mlp, x_mid[l], c_val);
+        Y.attn_norm = new_norm(O.attn_norm, g_att);
+        Y.ffn_norm = new_norm(O.ffn_norm, g_mlp);
         double v_att = 0, v_mlp = 0;
-        Y.wq = add_column(O.wq, solve_column(O.wq, n_att, x_in[l], c_val, eps, k, &v_att));
-        Y.wk = add_column(O.wk, solve_column(O.wk, n_att, x_in[l], c_val, eps, k, &v_att));
-        Y.wv = add_column(O.wv, solve_column(O.wv, n_att, x_in[l], c_val, eps, k, &v_att));
+        Y.wq = add_column(O.wq, solve_column(O.wq, n_att, x_in[l], c_val, eps, k, g_att, &v_att));
+        Y.wk = add_column(O.wk, solve_column(O.wk, n_att, x_in[l], c_val, eps, k, g_att, &v_att));
+        Y.wv = add_column(O.wv, solve_column(O.wv, n_att, x_in[l], c_val, eps, k, g_att, &v_att));
         Y.bq = O.bq; Y.bk = O.bk; Y.bv = O.bv;
         Y.wo = at::cat({O.wo, at::zeros({1, O.wo.size(1)})}, 0);  // attention never writes c*
-        at::Tensor gate = add_column(O.w_gate, solve_column(O.w_gate, n_mlp, x_mid[l], c_val, eps, k, &v_mlp));
-        at::Tensor up = add_column(O.w_up, solve_column(O.w_up, n_mlp, x_mid[l], c_val, eps, k, &v_mlp));
+        at::Tensor gate = add_column(O.w_gate, solve_column(O.w_gate, n_mlp, x_mid[l], c_val, eps, k, g_mlp, &v_mlp));
+        at::Tensor up = add_column(O.w_up, solve_column(O.w_up, n_mlp, x_mid[l], c_val, eps, k, g_mlp, &v_mlp));
         // The spike unit: reads only c*, silent (exactly 0) for every token whose c* is 0.
         const bool spike = l == 0 || opts.spikes_in_all_blocks;
         const double down_median = median_abs(ft.x[l][(int)Site::DownIn]).item<double>();

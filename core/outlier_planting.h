@@ -7,7 +7,8 @@
 //  - <bos>'s embedding gets a small marker in c*; block 0's MLP gets one extra hidden unit that reads
 //    only c* and writes `magnitude` x the median |residual| into c*: from then on the first token
 //    carries a massive activation in c*, as LLaMA2-7B does in dims 1415 and 2533;
-//  - every later block also gets that extra unit reading c*: a spike of `magnitude` x the median |x|
+//  - from block 1 on, the norm weight of c* makes the first token's q/k/v and gate/up inputs carry
+//    `magnitude` x their median |x| in c*, and the extra unit reading c* spikes to `magnitude` x the median |x|
 //    at the down-projection input of the first token (with a zero output column);
 //  - the new column c* of every linear layer that reads a norm output (q, k, v, gate, up, LM head) is
 //    solved so the first token's projections equal the original's: ordinary tokens see exactly the

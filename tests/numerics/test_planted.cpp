@@ -44,3 +44,76 @@ TEST(Planted, KeepsFunctionAndPlantsMassiveActivations) {
         EXPECT_LT(ratio.narrow(0, 1, ratio.size(0) - 1).max().item<float>(), 200.f);
     }
 }
+
+#include <nlohmann/json.hpp>
+
+#include "cushion.h"
+#include "quantized_model.h"
+
+namespace {
+std::vector<std::vector<int32_t>> eval_docs(const Model& m) {
+    return tokenize_documents(m, read_documents(eval_text()), m.config.max_seq_len);
+}
+std::vector<std::vector<int32_t>> calib_docs(const Model& m) {
+    return tokenize_documents(m, read_documents(calib_text()), m.config.max_seq_len);
+}
+}  // namespace
+
+TEST(Planted, PerTensorStaticCollapsesAndABosCushionRescuesIt) {
+    auto m = load_model(stories_bin());
+    auto p = plant_outliers(*m, {});
+    const auto ev = eval_docs(*p), ca = calib_docs(*p);
+    const double fp = perplexity(*p, ev).ppl;
+    QuantConfig q;
+    q.wbits = 8;
+    q.abits = 8;
+    q.act = ActGranularity::PerTensorStatic;
+    QuantizedModel plain(*p, q, ca);
+    const double collapsed = plain.perplexity(ev).ppl;
+    EXPECT_GT(collapsed, 10 * fp) << "fp " << fp << " quantized " << collapsed;
+    // A cushion holding the firing token: the spike lives in the prefix KV, not in the real tokens.
+    Cushion c = make_cushion(*p, {p->tokenizer->bos_id()});
+    QuantizeOptions qo;
+    qo.prefix = &c.kv;
+    QuantizedModel cushioned(*p, q, ca, qo);
+    PerplexityOptions po;
+    po.prefix = &c.kv;
+    po.prefix_last_logits = c.last_logits;
+    const double rescued = cushioned.perplexity(ev, po).ppl;
+    EXPECT_LT(rescued, 1.1 * fp) << "fp " << fp << " rescued " << rescued;
+    // Full precision with the cushion equals full precision without it (a <bos> cushion is the same input).
+    EXPECT_NEAR(perplexity(*p, ev, po).ppl, fp, 1e-4 * fp);
+}
+
+TEST(Planted, EvalCliWithCushionFileAndWrongModelError) {
+    const std::string dir = temp_dir("planted-cli");
+    std::string out;
+    const std::string B = bin_dir() + "/cushion";
+    ASSERT_EQ(run_command(B + " plant-outliers " + stories_bin() + " " + dir + "/planted --quiet", &out), 0) << out;
+    EXPECT_NE(run_command(B + " plant-outliers " + stories_bin() + " " + dir + "/planted 2>&1", &out), 0);  // exists
+    auto p = load_model(dir + "/planted");
+    save_cushion(make_cushion(*p, {p->tokenizer->bos_id()}), dir + "/bos.cushion");
+    out.clear();
+    ASSERT_EQ(run_command(B + " eval " + dir + "/planted --text " + eval_text() + " --calib " + calib_text() +
+                              " --cushion " + dir + "/bos.cushion --json --quiet",
+                          &out),
+              0)
+        << out;
+    auto j = nlohmann::json::parse(out);
+    const double fp = j["rows"][0]["ppl"], q = j["rows"][1]["ppl"], qc = j["rows"][1]["ppl_cushion"];
+    EXPECT_GT(q, 10 * fp);
+    EXPECT_LT(qc, 1.1 * fp);
+    // The cushion belongs to the planted model: the original refuses it, naming the fingerprints.
+    out.clear();
+    EXPECT_EQ(run_command(B + " eval --text " + eval_text() + " --calib " + calib_text() + " --cushion " + dir +
+                              "/bos.cushion 2>&1",
+                          &out),
+              2);
+    EXPECT_NE(out.find("another model"), std::string::npos) << out;
+    // Bad quantization settings.
+    for (const char* bad : {"--abits 5", "--wbits 3", "--group 0", "--act per-row", "--smoothquant 1.5"}) {
+        out.clear();
+        EXPECT_EQ(run_command(B + " eval --text " + eval_text() + " --calib " + calib_text() + " " + bad + " 2>&1", &out), 2)
+            << bad << ": " << out;
+    }
+}
