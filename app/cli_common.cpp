@@ -50,4 +50,12 @@ std::shared_ptr<Model> load_model_from_args(const Args& a) {
     return m;
 }
 
+std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m) {
+    if (!a.has("cushion")) return nullptr;
+    auto c = std::make_unique<Cushion>(load_cushion(a.get("cushion")));
+    check_cushion_fits(*c, m, a.get("cushion"));
+    *c = cushion_to(*c, m.device(), m.dtype());
+    return c;
+}
+
 }  // namespace cushion::cli

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli_args.h"
+#include "cushion.h"
 #include "model.h"
 
 namespace cushion::cli {
@@ -19,6 +20,8 @@ extern const char* kCommonHelp;  // help text for the common options
 // with a progress bar, and prints its warnings to stderr.
 std::shared_ptr<Model> load_model_from_args(const Args& a);
 std::string model_arg(const Args& a);  // the path that load_model_from_args uses
+// --cushion FILE: loaded, checked against the model, moved to its device/dtype; nullptr without the option.
+std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m);
 
 struct Command {
     const char* name;

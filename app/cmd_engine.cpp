@@ -29,6 +29,7 @@ const char* kGenerateHelp =
     "  --temperature T     0 = greedy (default); > 0 samples\n"
     "  --seed S            random seed for sampling (default 42)\n"
     "  --top-p P           nucleus sampling mass (default 1 = off)\n"
+    "  --cushion FILE      prepend this cushion (prefix KV cache); the prompt then gets no <bos> of its own\n"
     "  With --json: {\"prompt_tokens\": [...], \"tokens\": [...], \"text\": ...}\n";
 
 const char* kPplHelp =
@@ -37,6 +38,8 @@ const char* kPplHelp =
     "context); mean NLL over every predicted position; ppl = exp(mean).\n"
     "  --text FILE         the text (e.g. resources/text/tinystories-eval.txt)\n"
     "  --batch-tokens N    padded tokens per forward batch (default 8192)\n"
+    "  --cushion FILE      run every document after this cushion (prefix KV cache) instead of its <bos>;\n"
+    "                      the same tokens are predicted (the first from the cushion's last logits)\n"
     "  With --json: {\"ppl\": ..., \"tokens\": ..., \"docs\": ...}\n";
 
 const char* kProbeHelp =
@@ -49,7 +52,9 @@ const char* kProbeHelp =
     "  --site S            site for the table and heatmap (default down_in; 'all' in the table for all)\n"
     "  --png FILE          write a layers x tokens heatmap of per-token max |x| (log colour scale)\n"
     "                      for the prompt / first document at --site\n"
-    "  --top N             outliers listed per block (default 3)\n";
+    "  --top N             outliers listed per block (default 3)\n"
+    "  --cushion FILE      run after this cushion (prefix KV cache): the text gets no <bos>, and what is\n"
+    "                      shown are the real tokens only, as quantization sees them\n";
 
 namespace {
 
@@ -95,7 +100,7 @@ int cmd_info(int argc, char** argv) {
 }
 
 int cmd_generate(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {"prompt", "max-tokens", "temperature", "seed", "top-p"});
+    Args a = parse(argc, argv, {}, {"prompt", "max-tokens", "temperature", "seed", "top-p", "cushion"});
     if (want_help(a, kGenerateHelp)) return 0;
     const std::string prompt = a.require("prompt");
     GenerateOptions o;
@@ -104,6 +109,11 @@ int cmd_generate(int argc, char** argv) {
     o.seed = static_cast<uint64_t>(a.get_int("seed", 42, 0, (1LL << 62)));
     o.top_p = a.get_double("top-p", 1.0, 1e-6, 1.0);
     auto m = load_model_from_args(a);
+    auto cush = cushion_from_args(a, *m);
+    if (cush) {
+        o.prefix = &cush->kv;
+        o.prefix_last_logits = cush->last_logits;
+    }
     const auto ids = m->tokenizer->encode(prompt, true);
     const bool js = a.has("json");
     int32_t prev = ids.back();
@@ -132,13 +142,19 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_ppl(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {"text", "batch-tokens"});
+    Args a = parse(argc, argv, {}, {"text", "batch-tokens", "cushion"});
     if (want_help(a, kPplHelp)) return 0;
     const auto docs = read_documents(a.require("text"));
     PerplexityOptions o;
     o.max_batch_tokens = a.get_int("batch-tokens", 8192, 1, 1 << 24);
     auto m = load_model_from_args(a);
-    const auto toks = tokenize_documents(*m, docs, m->config.max_seq_len);
+    auto cush = cushion_from_args(a, *m);
+    if (cush) {
+        o.prefix = &cush->kv;
+        o.prefix_last_logits = cush->last_logits;
+    }
+    const int64_t max_len = m->config.max_seq_len - (cush ? cush->length() - 1 : 0);
+    const auto toks = tokenize_documents(*m, docs, max_len);
     ProgressBar bar("perplexity", a.has("quiet"));
     o.progress = bar.fn();
     auto r = perplexity(*m, toks, o);
@@ -180,7 +196,7 @@ void write_heatmap(const std::string& path, const at::Tensor& map /*(L, T)*/) {
 }  // namespace
 
 int cmd_probe(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {"text", "prompt", "png", "site", "top"});
+    Args a = parse(argc, argv, {}, {"text", "prompt", "png", "site", "top", "cushion"});
     if (want_help(a, kProbeHelp)) return 0;
     if (a.has("text") == a.has("prompt")) throw Error("probe needs exactly one of --text FILE or --prompt TEXT");
     const std::string site_s = a.get("site", "down_in");
@@ -192,7 +208,12 @@ int cmd_probe(int argc, char** argv) {
     const int top = static_cast<int>(a.get_int("top", 3, 0, 1000));
     std::vector<std::string> docs = a.has("text") ? read_documents(a.get("text")) : std::vector<std::string>{a.get("prompt")};
     auto m = load_model_from_args(a);
-    const auto toks = tokenize_documents(*m, docs, m->config.max_seq_len);
+    auto cush = cushion_from_args(a, *m);
+    auto toks = tokenize_documents(*m, docs, m->config.max_seq_len - (cush ? cush->length() - 1 : 0));
+    if (cush)
+        for (auto& d : toks) d.erase(d.begin());  // the cushion provides <bos>
+    for (auto& d : toks)
+        if (d.empty()) throw Error("nothing to probe: the text has no tokens after the cushion");
     at::Tensor tokens, valid;
     pad_batch(toks, &tokens, &valid);
     ProbeOptions po;
@@ -202,6 +223,7 @@ int cmd_probe(int argc, char** argv) {
     fa.hook = &probe;
     fa.valid = valid;
     fa.skip_logits = true;
+    fa.prefix = cush ? &cush->kv : nullptr;
     m->forward(tokens, fa);
     auto res = probe.take();
     const auto& tk = *m->tokenizer;

@@ -53,14 +53,21 @@ std::vector<int32_t> generate(const Model& m, const std::vector<int32_t>& prompt
     std::vector<int32_t> prompt = prompt_in;
     const bool with_prefix = opts.prefix && !opts.prefix->empty();
     if (with_prefix && !prompt.empty() && prompt[0] == m.tokenizer->bos_id()) prompt.erase(prompt.begin());
-    if (prompt.empty()) throw Error("generate: empty prompt");
+    if (prompt.empty() && !(with_prefix && opts.prefix_last_logits.defined())) throw Error("generate: empty prompt");
     uint64_t rng = opts.seed ? opts.seed : 0x9E3779B97F4A7C15ULL;
     KVCache cache;
     if (with_prefix) cache = *opts.prefix;
     std::vector<int32_t> out;
     std::vector<int32_t> feed = prompt;
     const int64_t limit = m.config.max_seq_len;
-    for (int64_t step = 0; step < opts.max_new_tokens; ++step) {
+    if (feed.empty()) {  // only <bos> after a cushion: the first token comes from the cushion's last logits
+        int32_t first = sample_token(opts.prefix_last_logits, opts.temperature, opts.top_p, &rng);
+        if (opts.stop_at_eos && (first == m.tokenizer->eos_id() || first == m.tokenizer->bos_id())) return out;
+        out.push_back(first);
+        if (opts.on_token && !opts.on_token(first)) return out;
+        feed = {first};
+    }
+    for (int64_t step = (int64_t)out.size(); step < opts.max_new_tokens; ++step) {
         if (cache.length() + (int64_t)feed.size() > limit) break;
         at::Tensor tokens = at::tensor(std::vector<int64_t>(feed.begin(), feed.end()), at::kLong).unsqueeze(0);
         KVCache present;

@@ -19,6 +19,7 @@ struct GenerateOptions {
     uint64_t seed = 42;
     bool stop_at_eos = true;             // stop at </s> or <s>
     const KVCache* prefix = nullptr;     // cushion; the prompt then runs without its own <bos>
+    at::Tensor prefix_last_logits;       // the cushion's last-position logits: used when the prompt is only <bos>
     // Called with each new token; return false to stop.
     std::function<bool(int32_t token)> on_token;
 };

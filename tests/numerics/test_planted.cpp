@@ -103,6 +103,20 @@ TEST(Planted, EvalCliWithCushionFileAndWrongModelError) {
     const double fp = j["rows"][0]["ppl"], q = j["rows"][1]["ppl"], qc = j["rows"][1]["ppl_cushion"];
     EXPECT_GT(q, 10 * fp);
     EXPECT_LT(qc, 1.1 * fp);
+    // ppl, probe and generate take the cushion too.
+    out.clear();
+    ASSERT_EQ(run_command(B + " ppl " + dir + "/planted --text " + eval_text() + " --cushion " + dir + "/bos.cushion --json --quiet", &out), 0) << out;
+    EXPECT_NEAR(nlohmann::json::parse(out)["ppl"].get<double>(), fp, 1e-4 * fp);
+    out.clear();
+    ASSERT_EQ(run_command(B + " probe " + dir + "/planted --prompt 'Once upon a time' --json --quiet", &out), 0) << out;
+    EXPECT_GT(nlohmann::json::parse(out)["layers"][1]["sites"]["down_in"]["max_ratio"].get<double>(), 1000.0);
+    out.clear();
+    ASSERT_EQ(run_command(B + " probe " + dir + "/planted --prompt 'Once upon a time' --cushion " + dir + "/bos.cushion --json --quiet", &out), 0) << out;
+    EXPECT_LT(nlohmann::json::parse(out)["layers"][1]["sites"]["down_in"]["max_ratio"].get<double>(), 200.0);
+    std::string plain, with;
+    ASSERT_EQ(run_command(B + " generate " + dir + "/planted --prompt 'Once upon a time' --max-tokens 30 --json --quiet", &plain), 0);
+    ASSERT_EQ(run_command(B + " generate " + dir + "/planted --prompt 'Once upon a time' --max-tokens 30 --json --quiet --cushion " + dir + "/bos.cushion", &with), 0);
+    EXPECT_EQ(nlohmann::json::parse(plain)["tokens"], nlohmann::json::parse(with)["tokens"]);
     // The cushion belongs to the planted model: the original refuses it, naming the fingerprints.
     out.clear();
     EXPECT_EQ(run_command(B + " eval --text " + eval_text() + " --calib " + calib_text() + " --cushion " + dir +
