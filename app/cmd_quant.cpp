@@ -174,9 +174,9 @@ int cmd_eval(int argc, char** argv) {
                 a.get("text").c_str(), eval_toks.size(), (long long)tokens, a.get("calib").c_str(), calib_toks.size());
     std::printf("embeddings, norms and the LM head stay in full precision\n");
     if (cush) std::printf("cushion: %s (%lld tokens: %s)\n", a.get("cushion").c_str(), (long long)cush->length(), cush->prefix_text.c_str());
-    std::printf("%-52s %12s%s\n", "setting", "ppl", cush ? "   with cushion" : "");
+    std::printf("%-66s %12s%s\n", "setting", "ppl", cush ? "   with cushion" : "");
     for (auto& r : jrows) {
-        std::printf("%-52s %12.4f", r["setting"].get<std::string>().c_str(), r["ppl"].get<double>());
+        std::printf("%-66s %12.4f", r["setting"].get<std::string>().c_str(), r["ppl"].get<double>());
         if (cush) std::printf("   %12.4f", r["ppl_cushion"].get<double>());
         std::printf("\n");
     }

@@ -7,6 +7,7 @@
 
 #include "cli_common.h"
 #include "cli_progress.h"
+#include "threads.h"
 
 using namespace cushion;
 using namespace cushion::cli;
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     install_interrupt_handler();
+    use_all_cores();
     for (const auto& c : kCommands) {
         if (std::strcmp(argv[1], c.name) != 0) continue;
         try {

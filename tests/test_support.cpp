@@ -57,3 +57,15 @@ int run_command(const std::string& cmd, std::string* out) {
 }
 
 }  // namespace cushion::test
+
+#include <gtest/gtest.h>
+
+#include "threads.h"
+
+// The tests use the same thread count as the executables they are compared with (results depend on
+// the reduction order, i.e. on the thread count, in the last digits).
+int main(int argc, char** argv) {
+    cushion::use_all_cores();
+    ::testing::InitGoogleTest(&argc, argv);
+    return RUN_ALL_TESTS();
+}

@@ -5,6 +5,7 @@
 
 #include "model_loader.h"
 #include "resources.h"
+#include "threads.h"
 
 using namespace cushion;
 
@@ -42,4 +43,9 @@ BENCHMARK(BM_ForwardStories)->Args({32, 512})->Unit(benchmark::kMillisecond)->Us
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    cushion::use_all_cores();
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    return 0;
+}

@@ -1,0 +1,508 @@
+#include "greedy_search.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "cushion.h"
+#include "error.h"
+#include "quant_config.h"
+#include "sha256.h"
+
+namespace cushion {
+
+using json = nlohmann::json;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+at::Tensor ids_tensor(const std::vector<int32_t>& v, c10::Device dev) {
+    return at::tensor(std::vector<int64_t>(v.begin(), v.end()), at::kLong).to(dev);
+}
+
+std::string ids_sha(const std::vector<int32_t>& v) {
+    Sha256 h;
+    h.update(v.data(), v.size() * sizeof(int32_t));
+    return h.hex_digest();
+}
+
+std::string printable_piece(const Model& m, int32_t id) {
+    std::string s = m.tokenizer ? m.tokenizer->piece(id) : std::to_string(id);
+    std::string out;
+    for (char ch : s) {
+        if (ch == '\n') out += "\\n";
+        else out += ch;
+    }
+    return out;
+}
+
+std::string fmt(const char* f, double a, double b = 0, double c = 0) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, f, a, b, c);
+    return buf;
+}
+
+}  // namespace
+
+const char* stop_reason_name(StopReason r) {
+    switch (r) {
+        case StopReason::None: return "";
+        case StopReason::NoImprovement: return "no-improvement";
+        case StopReason::MaxLength: return "max-length";
+        case StopReason::NoCandidates: return "no-candidates";
+    }
+    return "";
+}
+
+static StopReason parse_stop(const std::string& s) {
+    if (s == "no-improvement") return StopReason::NoImprovement;
+    if (s == "max-length") return StopReason::MaxLength;
+    if (s == "no-candidates") return StopReason::NoCandidates;
+    return StopReason::None;
+}
+
+std::vector<int32_t> make_search_sample(const std::vector<std::vector<int32_t>>& docs, int32_t bos, int64_t n) {
+    if (n <= 0) throw Error("search sample: the number of tokens must be positive");
+    std::vector<int32_t> out;
+    for (const auto& d : docs) {
+        size_t begin = (!d.empty() && d[0] == bos) ? 1 : 0;
+        for (size_t i = begin; i < d.size() && (int64_t)out.size() < n; ++i) out.push_back(d[i]);
+        if ((int64_t)out.size() >= n) break;
+    }
+    if ((int64_t)out.size() < n)
+        throw Error("search sample: the calibration text has " + std::to_string(out.size()) +
+                    " tokens (without <bos>), fewer than the " + std::to_string(n) +
+                    " asked for; give more text or a smaller sample");
+    return out;
+}
+
+int64_t default_sample_tokens(const ModelConfig& c, int max_prefix) {
+    return std::max<int64_t>(1, std::min<int64_t>(512, c.max_seq_len - max_prefix));
+}
+
+int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, at::ScalarType dtype) {
+    const int64_t e = at::elementSize(dtype), f = 4;
+    const int64_t S = P + n, H = c.n_heads, KVH = c.n_kv_heads, D = c.head_dim, C = c.dim, Hd = c.hidden_dim;
+    const int64_t attn = 3 * H * n * S * f + (e != f ? H * n * S * e : 0);  // scores, masked, softmax (+ cast)
+    const int64_t kv = 2 * (KVH + (H != KVH ? H : 0)) * S * D * e;           // concatenated (and expanded) K, V
+    const int64_t act = n * (8 * C + 4 * Hd) * e;                           // residual, norms, q/k/v, MLP
+    const int64_t lossq = 4 * n * std::max(C, Hd) * f;                      // L_q temporaries
+    const int64_t cache = c.n_layers * 2 * KVH * P * D * e;                 // the row's extended prefix
+    return attn + kv + act + lossq + cache;
+}
+
+double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n) {
+    const double C = c.dim, Hd = c.hidden_dim, Q = double(c.n_heads) * c.head_dim, KV = c.kv_dim();
+    const double linear = 2 * (C * Q + 2 * C * KV + Q * C + (c.arch == Arch::Llama ? 3 : 2) * C * Hd);
+    const double sample = double(n) * c.n_layers * (linear + 4.0 * double(P + 1 + n) * Q);
+    const double ext = double(c.n_layers) * (linear + 4.0 * double(P + 1) * Q);
+    return sample + ext;
+}
+
+// ------------------------------------------------------------------------------------ GreedySearch
+
+struct GreedySearch::Scores {
+    std::vector<double> loss;  // per token, in the order given
+    int64_t batch = 0;
+};
+
+GreedySearch::GreedySearch(std::shared_ptr<const Model> model, std::vector<int32_t> sample, GreedySearchOptions opts)
+    : model_(std::move(model)), sample_(std::move(sample)), opts_(std::move(opts)) {
+    if (!model_) throw Error("greedy search: no model");
+    const ModelConfig& c = model_->config;
+    const int64_t V = c.vocab_size;
+    auto check_id = [&](int32_t t, const char* what) {
+        if (t < 0 || t >= V)
+            throw Error(std::string("greedy search: ") + what + " token id " + std::to_string(t) +
+                        " is out of range [0, " + std::to_string(V) + ")");
+    };
+    if (!(opts_.tau > 0 && opts_.tau <= 1)) throw Error("greedy search: tau must be in (0, 1], got " + fmt("%g", opts_.tau));
+    if (opts_.max_prefix < 1) throw Error("greedy search: the maximum prefix length must be at least 1");
+    if (opts_.memory_budget <= 0) throw Error("greedy search: the memory budget must be positive");
+    if (opts_.prune_window < 1 || opts_.prune_keep < 1) throw Error("greedy search: prune window and keep must be >= 1");
+    QuantLossHook validate(opts_.loss);  // throws on bad bits / sites
+    (void)validate;
+    if (opts_.start_tokens.empty()) {
+        const int32_t bos = model_->tokenizer ? model_->tokenizer->bos_id() : -1;
+        if (bos < 0) throw Error("greedy search: the model has no <bos> token; give start tokens");
+        opts_.start_tokens = {bos};
+    }
+    for (auto t : opts_.start_tokens) check_id(t, "start");
+    if ((int)opts_.start_tokens.size() > opts_.max_prefix)
+        throw Error("greedy search: the start prefix (" + std::to_string(opts_.start_tokens.size()) +
+                    " tokens) is longer than the maximum prefix length " + std::to_string(opts_.max_prefix));
+    if (sample_.empty()) throw Error("greedy search: the calibration sample is empty");
+    for (auto t : sample_) check_id(t, "sample");
+    if ((int64_t)opts_.max_prefix + (int64_t)sample_.size() > c.max_seq_len)
+        throw Error("greedy search: a prefix of up to " + std::to_string(opts_.max_prefix) + " tokens plus the " +
+                    std::to_string(sample_.size()) + "-token sample exceed the model's context of " +
+                    std::to_string(c.max_seq_len) + "; use a sample of at most " +
+                    std::to_string(c.max_seq_len - opts_.max_prefix) + " tokens");
+    if (opts_.candidates.empty()) {
+        for (int32_t t = 0; t < V; ++t)
+            if (!(model_->tokenizer && model_->tokenizer->is_special(t))) candidates_.push_back(t);
+    } else {
+        for (auto t : opts_.candidates) check_id(t, "candidate");
+        candidates_ = opts_.candidates;
+        std::sort(candidates_.begin(), candidates_.end());
+        candidates_.erase(std::unique(candidates_.begin(), candidates_.end()), candidates_.end());
+    }
+    set_prefix(opts_.start_tokens);
+    initial_loss_ = loss_;
+}
+
+void GreedySearch::set_prefix(std::vector<int32_t> prefix) {
+    at::NoGradGuard ng;
+    const auto dev = model_->device();
+    KVCache kv;
+    ForwardArgs fa;
+    fa.present = &kv;
+    fa.skip_logits = true;
+    model_->forward(ids_tensor(prefix, dev).unsqueeze(0), fa);
+    for (auto& t : kv.k) t = t.contiguous();
+    for (auto& t : kv.v) t = t.contiguous();
+    ForwardArgs la;
+    la.prefix = &kv;
+    at::Tensor s = ids_tensor(sample_, dev).unsqueeze(0);
+    const double l = quantization_loss(*model_, s, la, opts_.loss).cpu().item<double>();
+    // Commit only once everything succeeded.
+    prefix_kv_ = std::move(kv);
+    prefix_ = std::move(prefix);
+    loss_ = l;
+}
+
+int64_t GreedySearch::batch_size(int64_t n) const {
+    const int64_t P = (int64_t)prefix_.size() + 1;
+    const int64_t per = search_bytes_per_candidate(model_->config, P, n, model_->dtype());
+    int64_t b = std::max<int64_t>(1, opts_.memory_budget / std::max<int64_t>(per, 1));
+    if (opts_.max_batch > 0) b = std::min(b, opts_.max_batch);
+    return std::max<int64_t>(1, std::min<int64_t>(b, std::max<size_t>(candidates_.size(), 1)));
+}
+
+GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& tokens, int64_t n,
+                                                const ProgressFn& progress, double f0, double f1,
+                                                const std::string& label) const {
+    at::NoGradGuard ng;
+    Scores out;
+    out.loss.assign(tokens.size(), std::numeric_limits<double>::quiet_NaN());
+    if (tokens.empty()) return out;
+    n = std::min<int64_t>(n, sample_.size());
+    const auto dev = model_->device();
+    const int64_t bs = std::min<int64_t>(batch_size(n), tokens.size());
+    out.batch = bs;
+    at::Tensor sample = ids_tensor(std::vector<int32_t>(sample_.begin(), sample_.begin() + n), dev).unsqueeze(0);
+    const auto t0 = Clock::now();
+    const size_t total = tokens.size();
+    for (size_t i = 0; i < total; i += bs) {
+        const double secs = seconds_since(t0);
+        std::string what = label + ": " + std::to_string(i) + "/" + std::to_string(total) + " candidates";
+        if (i > 0 && secs > 0) what += fmt(", %.1f/s", double(i) / secs);
+        report_progress(progress, f0 + (f1 - f0) * double(i) / double(total), what);
+        const int64_t b = std::min<int64_t>(bs, total - i);
+        std::vector<int32_t> chunk(tokens.begin() + i, tokens.begin() + i + b);
+        // Extend the shared prefix by one token per row.
+        KVCache ext;
+        ForwardArgs ea;
+        ea.prefix = &prefix_kv_;
+        ea.present = &ext;
+        ea.skip_logits = true;
+        model_->forward(ids_tensor(chunk, dev).unsqueeze(1), ea);
+        // The sample after each row's (P + 1)-token cache.
+        ForwardArgs sa;
+        sa.prefix = &ext;
+        at::Tensor l = quantization_loss(*model_, sample.expand({b, n}), sa, opts_.loss).to(at::kCPU, at::kDouble);
+        auto acc = l.accessor<double, 1>();
+        for (int64_t j = 0; j < b; ++j) out.loss[i + j] = acc[j];
+    }
+    report_progress(progress, f1, label + ": " + std::to_string(total) + "/" + std::to_string(total) + " candidates");
+    return out;
+}
+
+std::vector<double> GreedySearch::evaluate(const std::vector<int32_t>& tokens, const ProgressFn& progress) const {
+    for (auto t : tokens)
+        if (t < 0 || t >= model_->config.vocab_size)
+            throw Error("greedy search: token id " + std::to_string(t) + " is out of range");
+    if ((int)prefix_.size() >= opts_.max_prefix)
+        throw Error("greedy search: the prefix already has the maximum length " + std::to_string(opts_.max_prefix));
+    return score_tokens(tokens, sample_.size(), progress, 0, 1, "evaluate").loss;
+}
+
+GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) const {
+    const auto t0 = Clock::now();
+    GreedyStepResult r;
+    r.step = steps_ + 1;
+    r.kind = kind;
+    r.loss_before = r.loss_after = loss_;
+    r.prefix = prefix_;
+    const int64_t V = model_->config.vocab_size;
+    r.candidate_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
+    if ((int)prefix_.size() >= opts_.max_prefix) {
+        r.stop = StopReason::MaxLength;
+        r.reason = "the prefix has the maximum length of " + std::to_string(opts_.max_prefix) + " tokens";
+        r.seconds = seconds_since(t0);
+        return r;
+    }
+    if (candidates_.empty()) {
+        r.stop = StopReason::NoCandidates;
+        r.reason = "no candidate tokens";
+        r.seconds = seconds_since(t0);
+        return r;
+    }
+    const int64_t n = sample_.size();
+    const std::string label = "step " + std::to_string(r.step);
+    std::vector<int32_t> scored;  // ascending ids with full-sample losses
+    auto cl = r.candidate_loss.accessor<double, 1>();
+    if (kind == StepKind::Exhaustive) {
+        Scores s = score_tokens(candidates_, n, progress, 0, 1, label);
+        for (size_t i = 0; i < candidates_.size(); ++i) cl[candidates_[i]] = s.loss[i];
+        scored = candidates_;
+        r.evaluated = candidates_.size();
+        r.batch_size = s.batch;
+    } else {
+        const int64_t w = std::min<int64_t>(opts_.prune_window, n);
+        const size_t k = std::min<size_t>(opts_.prune_keep, candidates_.size());
+        const int64_t P = prefix_.size();
+        const double cw = candidates_.size() * search_flops_per_candidate(model_->config, P, w);
+        const double cf = k * search_flops_per_candidate(model_->config, P, n);
+        const double split = cw / (cw + cf);
+        Scores sw = score_tokens(candidates_, w, progress, 0, split, label + " (window)");
+        r.window_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
+        auto wl = r.window_loss.accessor<double, 1>();
+        std::vector<size_t> order(candidates_.size());
+        std::iota(order.begin(), order.end(), 0);
+        for (size_t i = 0; i < candidates_.size(); ++i) wl[candidates_[i]] = sw.loss[i];
+        auto key = [&](size_t i) { return std::isnan(sw.loss[i]) ? std::numeric_limits<double>::infinity() : sw.loss[i]; };
+        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
+        for (size_t i = 0; i < k; ++i) r.shortlist.push_back(candidates_[order[i]]);
+        std::vector<int32_t> sorted = r.shortlist;
+        std::sort(sorted.begin(), sorted.end());
+        Scores sf = score_tokens(sorted, n, progress, split, 1, label + " (re-score)");
+        for (size_t i = 0; i < sorted.size(); ++i) cl[sorted[i]] = sf.loss[i];
+        scored = sorted;
+        r.evaluated = candidates_.size() + sorted.size();
+        r.batch_size = sw.batch;
+        std::stable_sort(r.shortlist.begin(), r.shortlist.end(), [&](int32_t a, int32_t b) { return cl[a] < cl[b]; });
+    }
+    // t*: the lowest L_q; ascending ids and a strict comparison break ties towards the lowest id.
+    double best = std::numeric_limits<double>::infinity();
+    for (int32_t t : scored)
+        if (!std::isnan(cl[t]) && cl[t] < best) {
+            best = cl[t];
+            r.best_token = t;
+        }
+    r.seconds = seconds_since(t0);
+    if (r.best_token < 0) {
+        r.stop = StopReason::NoImprovement;
+        r.reason = "no candidate gave a finite L_q";
+        return r;
+    }
+    r.best_loss = best;
+    const std::string piece = "'" + printable_piece(*model_, r.best_token) + "' (" + std::to_string(r.best_token) + ")";
+    const double ratio = loss_ > 0 ? best / loss_ : std::numeric_limits<double>::infinity();
+    if (best < opts_.tau * loss_) {
+        r.accepted = true;
+        r.chosen_token = r.best_token;
+        r.loss_after = best;
+        r.reason = "accepted " + piece + ": L_q " + fmt("%.6g", loss_) + " -> " + fmt("%.6g", best) +
+                   fmt(" (x%.4f < tau %g)", ratio, opts_.tau);
+    } else {
+        r.stop = StopReason::NoImprovement;
+        r.reason = "stopped: the best candidate " + piece + " gives L_q " + fmt("%.6g", best) +
+                   fmt(" = x%.4f of L_q(prefix), not below tau %g", ratio, opts_.tau);
+    }
+    return r;
+}
+
+void GreedySearch::record(const GreedyStepResult& r) {
+    GreedyHistoryEntry h;
+    h.step = r.step;
+    h.token = r.accepted ? r.chosen_token : -1;
+    if (h.token >= 0) h.piece = printable_piece(*model_, h.token);
+    h.loss_before = r.loss_before;
+    h.loss_after = r.loss_after;
+    h.best_loss = r.best_loss;
+    h.accepted = r.accepted;
+    h.overridden = r.overridden;
+    h.pruned = r.kind == StepKind::Pruned;
+    h.stop = r.stop;
+    h.seconds = r.seconds;
+    history_.push_back(h);
+}
+
+GreedyStepResult GreedySearch::step(const ProgressFn& progress) {
+    return step(opts_.pruned ? StepKind::Pruned : StepKind::Exhaustive, progress);
+}
+
+GreedyStepResult GreedySearch::step(StepKind kind, const ProgressFn& progress) {
+    if (done()) return last_stop_;
+    const auto t0 = Clock::now();
+    GreedyStepResult r = score(kind, progress);
+    if (r.accepted) {
+        std::vector<int32_t> p = prefix_;
+        p.push_back(r.chosen_token);
+        set_prefix(std::move(p));
+        r.loss_after = loss_;
+        r.prefix = prefix_;
+    } else {
+        stop_ = r.stop;
+    }
+    r.seconds = seconds_since(t0);
+    ++steps_;
+    record(r);
+    if (!r.accepted) last_stop_ = r;
+    return r;
+}
+
+GreedyStepResult GreedySearch::override_step(int32_t token, const ProgressFn& progress) {
+    const auto t0 = Clock::now();
+    if (token < 0 || token >= model_->config.vocab_size)
+        throw Error("greedy search: token id " + std::to_string(token) + " is out of range");
+    if ((int)prefix_.size() >= opts_.max_prefix)
+        throw Error("greedy search: the prefix already has the maximum length " + std::to_string(opts_.max_prefix));
+    GreedyStepResult r;
+    r.step = steps_ + 1;
+    r.loss_before = loss_;
+    r.candidate_loss = at::full({model_->config.vocab_size}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
+    const double l = evaluate({token}, progress)[0];
+    r.candidate_loss[token] = l;
+    r.best_token = token;
+    r.best_loss = l;
+    r.chosen_token = token;
+    r.accepted = r.overridden = true;
+    r.evaluated = 1;
+    r.batch_size = 1;
+    std::vector<int32_t> p = prefix_;
+    p.push_back(token);
+    set_prefix(std::move(p));
+    r.loss_after = loss_;
+    r.prefix = prefix_;
+    r.reason = "override: appended '" + printable_piece(*model_, token) + "' (" + std::to_string(token) + "): L_q " +
+               fmt("%.6g", r.loss_before) + " -> " + fmt("%.6g", r.loss_after);
+    stop_ = StopReason::None;
+    r.seconds = seconds_since(t0);
+    ++steps_;
+    record(r);
+    return r;
+}
+
+std::string GreedySearch::settings_json() const {
+    json j;
+    j["start"] = opts_.start_tokens;
+    j["tau"] = opts_.tau;
+    j["max_prefix"] = opts_.max_prefix;
+    j["bits"] = opts_.loss.bits;
+    j["sites"] = sites_string(opts_.loss.sites);
+    j["sample_tokens"] = sample_.size();
+    j["sample_sha256"] = ids_sha(sample_);
+    j["candidates"] = opts_.candidates.empty() ? json("non-special") : json(candidates_);
+    j["candidate_count"] = candidates_.size();
+    j["pruned"] = opts_.pruned;
+    j["prune_window"] = opts_.prune_window;
+    j["prune_keep"] = opts_.prune_keep;
+    return j.dump();
+}
+
+std::string GreedySearch::history_json() const {
+    json steps = json::array();
+    for (const auto& h : history_) {
+        json s = {{"step", h.step}, {"lq_before", h.loss_before}, {"lq_after", h.loss_after},
+                  {"best_lq", h.best_loss}, {"accepted", h.accepted}, {"overridden", h.overridden},
+                  {"pruned", h.pruned}, {"seconds", h.seconds}};
+        if (h.token >= 0) {
+            s["token"] = h.token;
+            s["piece"] = h.piece;
+        }
+        if (h.stop != StopReason::None) s["stop"] = stop_reason_name(h.stop);
+        steps.push_back(s);
+    }
+    json j = {{"initial_lq", initial_loss_}, {"lq", loss_}, {"prefix", prefix_}, {"steps", steps},
+              {"stop", stop_reason_name(stop_)}};
+    return j.dump();
+}
+
+Cushion GreedySearch::cushion() const {
+    Cushion c = make_cushion(*model_, prefix_);
+    c.settings_json = json{{"search", json::parse(settings_json())}}.dump();
+    c.history_json = json{{"search", json::parse(history_json())}}.dump();
+    return c;
+}
+
+std::string GreedySearch::state_json() const {
+    json j = {{"format", "cushioncache-search-state"},
+              {"version", 1},
+              {"model_fingerprint", model_->fingerprint()},
+              {"settings", json::parse(settings_json())},
+              {"history", json::parse(history_json())},
+              {"steps_done", steps_}};
+    return j.dump();
+}
+
+void GreedySearch::restore(const std::string& state) {
+    json j;
+    try {
+        j = json::parse(state);
+    } catch (const std::exception& e) {
+        throw Error(std::string("search state: not valid JSON: ") + e.what());
+    }
+    if (j.value("format", "") != "cushioncache-search-state") throw Error("search state: not a search state");
+    if (j.value("model_fingerprint", "") != model_->fingerprint())
+        throw Error("search state: made for another model (fingerprint " + j.value("model_fingerprint", "?") +
+                    ", this model is " + model_->fingerprint() + ")");
+    const json mine = json::parse(settings_json());
+    const json& theirs = j.at("settings");
+    for (const char* key : {"start", "bits", "sites", "sample_tokens", "sample_sha256", "candidates"})
+        if (!theirs.contains(key) || theirs.at(key) != mine.at(key))
+            throw Error(std::string("search state: its setting '") + key + "' (" +
+                        (theirs.contains(key) ? theirs.at(key).dump() : std::string("missing")) +
+                        ") differs from this run's (" + mine.at(key).dump() +
+                        "); resume with the same calibration text and settings");
+    const json& h = j.at("history");
+    std::vector<int32_t> prefix = h.at("prefix").get<std::vector<int32_t>>();
+    if (prefix.size() < opts_.start_tokens.size() || !std::equal(opts_.start_tokens.begin(), opts_.start_tokens.end(), prefix.begin()))
+        throw Error("search state: its prefix does not begin with this run's start tokens");
+    for (auto t : prefix)
+        if (t < 0 || t >= model_->config.vocab_size) throw Error("search state: token id out of range");
+    if ((int)prefix.size() > opts_.max_prefix)
+        throw Error("search state: its prefix (" + std::to_string(prefix.size()) + " tokens) is longer than --max-prefix");
+    std::vector<GreedyHistoryEntry> hist;
+    for (const auto& s : h.at("steps")) {
+        GreedyHistoryEntry e;
+        e.step = s.at("step").get<int>();
+        e.token = s.value("token", -1);
+        e.piece = s.value("piece", "");
+        e.loss_before = s.at("lq_before").get<double>();
+        e.loss_after = s.at("lq_after").get<double>();
+        e.best_loss = s.value("best_lq", 0.0);
+        e.accepted = s.at("accepted").get<bool>();
+        e.overridden = s.value("overridden", false);
+        e.pruned = s.value("pruned", false);
+        e.stop = parse_stop(s.value("stop", ""));
+        e.seconds = s.value("seconds", 0.0);
+        hist.push_back(e);
+    }
+    set_prefix(prefix);
+    initial_loss_ = h.at("initial_lq").get<double>();
+    history_ = std::move(hist);
+    steps_ = j.value("steps_done", (int)history_.size());
+    stop_ = parse_stop(h.value("stop", ""));
+    last_stop_ = GreedyStepResult();
+    if (stop_ != StopReason::None) {
+        last_stop_.step = steps_;
+        last_stop_.stop = stop_;
+        last_stop_.loss_before = last_stop_.loss_after = loss_;
+        last_stop_.prefix = prefix_;
+        last_stop_.reason = std::string("stopped (") + stop_reason_name(stop_) + ", restored from a checkpoint)";
+        if (!history_.empty()) last_stop_.best_loss = history_.back().best_loss;
+    }
+}
+
+}  // namespace cushion
