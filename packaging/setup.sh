@@ -36,6 +36,10 @@ install_packages() {
 }
 
 build() {
+  # ccache across clean clones: relative paths, no directory hash, PCH-friendly.
+  export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=true
+  export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
+  export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUSHION_GUI="$CUSHION_GUI" >&2
   cmake --build "$BUILD_DIR" -j "$JOBS" >&2
 }

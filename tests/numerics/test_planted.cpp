@@ -59,7 +59,7 @@ std::vector<std::vector<int32_t>> calib_docs(const Model& m) {
 }
 }  // namespace
 
-TEST(Planted, PerTensorStaticCollapsesAndABosCushionRescuesIt) {
+TEST(SlowPlanted, PerTensorStaticCollapsesAndABosCushionRescuesIt) {
     auto m = load_model(stories_bin());
     auto p = plant_outliers(*m, {});
     const auto ev = eval_docs(*p), ca = calib_docs(*p);
@@ -85,7 +85,7 @@ TEST(Planted, PerTensorStaticCollapsesAndABosCushionRescuesIt) {
     EXPECT_NEAR(perplexity(*p, ev, po).ppl, fp, 1e-4 * fp);
 }
 
-TEST(Planted, EvalCliWithCushionFileAndWrongModelError) {
+TEST(SlowPlanted, EvalCliWithCushionFileAndWrongModelError) {
     const std::string dir = temp_dir("planted-cli");
     std::string out;
     const std::string B = bin_dir() + "/cushion";

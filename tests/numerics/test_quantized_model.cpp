@@ -596,7 +596,7 @@ TEST(QuantLoss, PrefixIsNeverInTheLossAndGradientsReachThePrefixKV) {
 
 // ------------------------------------------------------------------------------------ stories260K
 
-TEST(QuantStories, PerplexityTable) {
+TEST(SlowQuantStories, PerplexityTable) {
     auto m = load_model(stories_bin());
     const Docs eval = tokenize_documents(*m, read_documents(eval_text()), m->config.max_seq_len);
     const Docs calib = tokenize_documents(*m, read_documents(calib_text()), m->config.max_seq_len);

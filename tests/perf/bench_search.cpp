@@ -1,0 +1,157 @@
+// The greedy prefix search on stories260K: one exhaustive step (all 512 vocabulary entries as candidates,
+// a 509-token calibration sample: 509 = the 512-token context less the longest prefix, 3) timed and
+// compared with its FLOP count at this machine's measured fp32 matmul rate; the pruned step's speed-up
+// and how often it picks the exhaustive step's token.
+// Run: build/bin/bench_search  (numbers go to tests/perf/RESULTS.md).
+#include <ATen/ATen.h>
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include "greedy_search.h"
+#include "model_loader.h"
+#include "outlier_planting.h"
+#include "perplexity.h"
+#include "resources.h"
+#include "threads.h"
+
+using namespace cushion;
+
+namespace {
+
+constexpr int kMaxPrefix = 3;
+
+double g_peak_gflops = 0;     // measured by BM_MatmulFp32
+double g_exhaustive_s = 0;    // one exhaustive step at the default budget
+
+std::shared_ptr<Model> stories() {
+    static auto m = load_model(default_model_path());
+    return m;
+}
+
+std::vector<std::vector<int32_t>> calib_docs(const Model& m) {
+    return tokenize_documents(m, read_documents(sample_text_path("tinystories-calib.txt")), 1 << 20);
+}
+
+// The n-token sample starting `offset` tokens into the concatenated calibration text.
+std::vector<int32_t> sample_at(const Model& m, int64_t offset, int64_t n) {
+    auto all = make_search_sample(calib_docs(m), m.tokenizer->bos_id(), offset + n);
+    return std::vector<int32_t>(all.begin() + offset, all.end());
+}
+
+GreedySearchOptions all_tokens(const Model& m) {
+    GreedySearchOptions o;
+    o.max_prefix = kMaxPrefix;
+    for (int32_t t = 0; t < m.config.vocab_size; ++t) o.candidates.push_back(t);
+    return o;
+}
+
+double seconds(const std::function<void()>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void BM_MatmulFp32(benchmark::State& st) {
+    const int64_t n = st.range(0);
+    at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
+    for (auto _ : st) benchmark::DoNotOptimize(at::mm(a, b));
+    st.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+    // The peak the ratios below use: the best of a few timed products.
+    double best = 0;
+    for (int i = 0; i < 5; ++i) best = std::max(best, 2.0 * n * n * n / 1e9 / seconds([&] { (void)at::mm(a, b); }));
+    g_peak_gflops = best;
+}
+BENCHMARK(BM_MatmulFp32)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One exhaustive step: 512 candidates x 509 tokens; arg = memory budget in MiB (sets the batch size).
+void BM_GreedyStepExhaustive(benchmark::State& st) {
+    auto m = stories();
+    GreedySearchOptions o = all_tokens(*m);
+    o.memory_budget = st.range(0) << 20;
+    const int64_t n = default_sample_tokens(m->config, kMaxPrefix);
+    GreedySearch s(m, sample_at(*m, 0, n), o);
+    double secs = 0;
+    int64_t batch = 0;
+    for (auto _ : st) {
+        auto r = s.score(StepKind::Exhaustive);
+        secs = r.seconds;
+        batch = r.batch_size;
+    }
+    const double flops = search_flops_per_candidate(m->config, 1, n) * s.candidates().size();
+    st.counters["candidates"] = s.candidates().size();
+    st.counters["sample_tokens"] = n;
+    st.counters["batch"] = batch;
+    st.counters["cand/s"] = s.candidates().size() / secs;
+    st.counters["GFLOP"] = flops / 1e9;
+    st.counters["GFLOP/s"] = flops / 1e9 / secs;
+    if (g_peak_gflops > 0) st.counters["of_peak_%"] = 100 * flops / 1e9 / secs / g_peak_gflops;
+    if (st.range(0) == 256) g_exhaustive_s = secs;
+}
+BENCHMARK(BM_GreedyStepExhaustive)->Arg(256)->Arg(32)->Arg(1024)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+// Pruned step: score all on a window of args[0] tokens, re-score the best args[1] on the whole sample.
+void BM_GreedyStepPruned(benchmark::State& st) {
+    auto m = stories();
+    GreedySearchOptions o = all_tokens(*m);
+    o.prune_window = st.range(0);
+    o.prune_keep = static_cast<int>(st.range(1));
+    const int64_t n = default_sample_tokens(m->config, kMaxPrefix);
+    GreedySearch s(m, sample_at(*m, 0, n), o);
+    double secs = 0;
+    for (auto _ : st) secs = s.score(StepKind::Pruned).seconds;
+    st.counters["evaluated"] = s.candidates().size() + o.prune_keep;
+    if (g_exhaustive_s > 0) st.counters["speedup"] = g_exhaustive_s / secs;
+}
+BENCHMARK(BM_GreedyStepPruned)->Args({64, 16})->Args({32, 16})->Args({128, 16})->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+// Agreement of the pruned step (window 64, keep 16) with the exhaustive one over several problems:
+// stories260K and the planted-outlier model, each with the start prefix <bos> and with <bos> + the
+// exhaustive step's choice, on calibration samples at three offsets.
+void BM_PrunedAgreement(benchmark::State& st) {
+    auto m = stories();
+    auto planted = plant_outliers(*m, {});
+    planted->to(m->device(), m->dtype());
+    const int64_t n = default_sample_tokens(m->config, kMaxPrefix);
+    int agree = 0, total = 0, in_shortlist = 0;
+    double t_ex = 0, t_pr = 0;
+    for (auto _ : st) {
+        for (auto model : {std::static_pointer_cast<const Model>(m), std::static_pointer_cast<const Model>(planted)}) {
+            for (int64_t off : {0, 700, 1400}) {
+                GreedySearchOptions o = all_tokens(*model);
+                GreedySearch s(model, sample_at(*model, off, n), o);
+                for (int depth = 0; depth < 2; ++depth) {
+                    auto ex = s.score(StepKind::Exhaustive);
+                    auto pr = s.score(StepKind::Pruned);
+                    t_ex += ex.seconds;
+                    t_pr += pr.seconds;
+                    ++total;
+                    agree += ex.best_token == pr.best_token;
+                    for (auto t : pr.shortlist) in_shortlist += t == ex.best_token;
+                    std::fprintf(stderr, "%s offset %lld depth %d: exhaustive %d (%.6g), pruned %d (%.6g)\n",
+                                 model == m ? "stories" : "planted", (long long)off, depth, ex.best_token,
+                                 ex.best_loss, pr.best_token, pr.best_loss);
+                    if (depth == 0) s.override_step(ex.best_token);
+                }
+            }
+        }
+    }
+    st.counters["problems"] = total;
+    st.counters["agree_%"] = 100.0 * agree / total;
+    st.counters["best_in_shortlist_%"] = 100.0 * in_shortlist / total;
+    st.counters["speedup"] = t_ex / t_pr;
+}
+BENCHMARK(BM_PrunedAgreement)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    cushion::use_all_cores();
+    ::benchmark::Initialize(&argc, argv);
+    if (::benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    ::benchmark::RunSpecifiedBenchmarks();
+    ::benchmark::Shutdown();
+    return 0;
+}
