@@ -11,14 +11,11 @@
 using namespace cushion;
 using namespace cushion::test;
 
-namespace {
-void need_cuda() {
-    if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this build/machine";
-}
-}  // namespace
+#define NEED_CUDA() \
+    if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this build/machine"
 
 TEST(CudaAgreement, TinyModelsLogitsMatchCpu) {
-    need_cuda();
+    NEED_CUDA();
     for (bool opt : {false, true}) {
         TinySpec s;
         s.opt = opt;
@@ -33,7 +30,7 @@ TEST(CudaAgreement, TinyModelsLogitsMatchCpu) {
 }
 
 TEST(CudaAgreement, StoriesGreedyAndPerplexityMatchCpu) {
-    need_cuda();
+    NEED_CUDA();
     auto m = load_model(stories_bin());
     auto docs = tokenize_documents(*m, read_documents(eval_text()), m->config.max_seq_len);
     const double cpu_ppl = perplexity(*m, docs).ppl;

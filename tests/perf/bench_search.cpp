@@ -14,6 +14,7 @@
 #include "model_loader.h"
 #include "outlier_planting.h"
 #include "perplexity.h"
+#include "quant_loss.h"
 #include "resources.h"
 #include "threads.h"
 
@@ -155,3 +156,28 @@ int main(int argc, char** argv) {
     ::benchmark::Shutdown();
     return 0;
 }
+namespace {
+// Where one candidate batch's time goes: forward alone, forward + L_q (arg: batch rows).
+void BM_ScratchParts(benchmark::State& st) {
+    at::NoGradGuard ng;
+    auto m = stories();
+    const int64_t b = st.range(0), n = 509;
+    auto smp = sample_at(*m, 0, n);
+    at::Tensor s = at::tensor(std::vector<int64_t>(smp.begin(), smp.end()), at::kLong).unsqueeze(0).expand({b, n});
+    KVCache kv;
+    ForwardArgs fa;
+    fa.present = &kv;
+    m->forward(at::ones({b, 2}, at::kLong), fa);
+    double tf = 0, tq = 0;
+    for (auto _ : st) {
+        ForwardArgs a;
+        a.prefix = &kv;
+        a.skip_logits = true;
+        tf += seconds([&] { m->forward(s, a); });
+        tq += seconds([&] { quantization_loss(*m, s, a); });
+    }
+    st.counters["fwd_ms"] = 1e3 * tf / st.iterations();
+    st.counters["fwd+lq_ms"] = 1e3 * tq / st.iterations();
+}
+BENCHMARK(BM_ScratchParts)->Arg(1)->Arg(9)->Arg(32)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+}  // namespace
