@@ -6,6 +6,24 @@
 
 #include "main_window.h"
 
+namespace {
+
+void setup(QCoreApplication&) {
+    QCoreApplication::setOrganizationName("CushionCache");
+    QCoreApplication::setApplicationName("cushion-studio");
+    QCoreApplication::setApplicationVersion(CUSHION_VERSION);
+}
+
+void addOptions(QCommandLineParser& cli) {
+    cli.setApplicationDescription("CushionCache Studio: see activation outliers, quantize, search a cushion prefix.");
+    cli.addHelpOption();
+    cli.addVersionOption();
+    cli.addPositionalArgument("model", "A model to open: llama2.c .bin, .gguf or a Hugging Face directory.");
+    cli.addOption(QCommandLineOption("no-restore", "Do not reopen the last model and prompt."));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     // The ImGui canvas needs an OpenGL 3.3 core context: set it before QApplication exists.
     QSurfaceFormat fmt;
@@ -15,20 +33,27 @@ int main(int argc, char** argv) {
     fmt.setStencilBufferSize(0);
     QSurfaceFormat::setDefaultFormat(fmt);
 
+    // --help and --version need no display: answer them with a QCoreApplication.
+    for (int i = 1; i < argc; ++i) {
+        const QString a = argv[i];
+        if (a == "-h" || a == "--help" || a == "--help-all" || a == "-v" || a == "--version") {
+            QCoreApplication core(argc, argv);
+            setup(core);
+            QCommandLineParser cli;
+            addOptions(cli);
+            cli.process(core);
+            return 0;
+        }
+    }
+
     QApplication app(argc, argv);
-    QApplication::setOrganizationName("CushionCache");
-    QApplication::setApplicationName("cushion-studio");
-    QApplication::setApplicationVersion(CUSHION_VERSION);
+    setup(app);
     QApplication::setDesktopFileName("cushion-studio");
 
     QCommandLineParser cli;
-    cli.setApplicationDescription("CushionCache Studio: see activation outliers, quantize, search a cushion prefix.");
-    cli.addHelpOption();
-    cli.addVersionOption();
-    cli.addPositionalArgument("model", "A model to open: llama2.c .bin, .gguf or a Hugging Face directory.");
-    QCommandLineOption no_restore("no-restore", "Do not reopen the last model and prompt.");
-    cli.addOption(no_restore);
+    addOptions(cli);
     cli.process(app);
+    const QCommandLineOption no_restore("no-restore");
 
     studio::MainWindow::Options opts;
     opts.restore_session = !cli.isSet(no_restore) && cli.positionalArguments().isEmpty();

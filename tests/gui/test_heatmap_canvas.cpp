@@ -39,7 +39,8 @@ private slots:
         QCOMPARE(c.scaleHi(), 5000.0);
 
         // Zoomed out, ~3.4 tokens share a pixel: the hot cell's column must still show a bright pixel.
-        c.renderFrameNow();
+        const double first = c.renderFrameNow();  // colour-maps and uploads the (pooled) texture
+        qInfo("32 x 4096 heatmap: first frame after new data (colour map + upload) %.2f ms", first);
         const QImage img = c.grabFramebuffer();
         const QPointF centre = c.cellCenter(hot_row, hot_col);
         const double dpr = c.devicePixelRatioF();

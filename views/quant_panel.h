@@ -1,0 +1,62 @@
+// The quantization panel: pick a scheme (weight bits and group, activation bits and granularity,
+// SmoothQuant, KV cache), calibrate and evaluate in a worker, and see perplexity FP vs quantized and the
+// per-layer quantization error as a chart (QtCharts).
+#pragma once
+#include <QWidget>
+
+#include "workers.h"
+
+class QCheckBox;
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QLineEdit;
+class QProgressBar;
+class QPushButton;
+
+class QChartView;
+class QChart;
+
+namespace studio {
+
+class QuantPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit QuantPanel(QWidget* parent = nullptr);
+    QuantSettings settings() const;
+    void setSettings(const QuantSettings& s);
+    QString calibPath() const;
+    QString evalPath() const;
+    void setTextPaths(const QString& calib, const QString& eval);
+
+    void setBusy(bool busy);
+    void setProgress(double fraction, const QString& what);
+    void setResult(const QuantResultPtr& r);
+    void setFailed(const QString& message);
+    void setCancelled();
+    void setModelAvailable(bool on);
+
+    QuantResultPtr result() const { return result_; }
+    QString resultText() const;
+    QChartView* chartView() const { return chart_view_; }
+    QPushButton* runButton() const { return run_; }
+
+signals:
+    void runRequested();
+    void cancelRequested();
+
+private:
+    void browse(QLineEdit* edit);
+    QComboBox *wbits_, *group_, *abits_, *gran_, *kv_;
+    QCheckBox* sq_;
+    QDoubleSpinBox* alpha_;
+    QLineEdit *calib_, *eval_;
+    QPushButton *run_, *cancel_;
+    QProgressBar* bar_;
+    QLabel *state_, *fp_, *q_, *delta_, *notes_;
+    QChartView* chart_view_;
+    QuantResultPtr result_;
+    bool model_ = false, busy_ = false;
+};
+
+}  // namespace studio

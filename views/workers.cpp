@@ -1,0 +1,454 @@
+// The engine's headers come before any Qt header: Qt's `slots`/`signals` macros break libtorch's.
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+
+#include "activation_probe.h"
+#include "error.h"
+#include "model.h"
+#include "model_loader.h"
+#include "perplexity.h"
+#include "quant_config.h"
+#include "quantized_model.h"
+
+#include "workers.h"
+
+#include <QDateTime>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QMetaObject>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace studio {
+
+namespace {
+
+struct MetaTypes {
+    MetaTypes() {
+        qRegisterMetaType<ModelInfoPtr>("studio::ModelInfoPtr");
+        qRegisterMetaType<HeatmapDataPtr>("studio::HeatmapDataPtr");
+        qRegisterMetaType<QuantResultPtr>("studio::QuantResultPtr");
+    }
+};
+
+qint64 nowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+QString q(const std::string& s) { return QString::fromStdString(s); }
+
+// Printable token text: control characters shown as escapes so the strip stays one line.
+QString printable(const std::string& s) {
+    QString out;
+    for (QChar c : QString::fromUtf8(s.data(), static_cast<int>(s.size()))) {
+        if (c == '\n') out += "\\n";
+        else if (c == '\t') out += "\\t";
+        else if (c == '\r') out += "\\r";
+        else if (c.unicode() < 32) out += QString("\\x%1").arg(c.unicode(), 2, 16, QChar('0'));
+        else out += c;
+    }
+    return out;
+}
+
+// Captures |x| of chosen (layer, site) pairs as channel-major maps for batch row 0.
+class ChannelCapture : public cushion::ActivationHook {
+public:
+    ChannelCapture(int layers, bool all, int layer, int site) : layers_(layers), all_(all), layer_(layer), site_(site) {}
+    void on_activation(int layer, cushion::Site site, at::Tensor& x, const at::Tensor&) override {
+        const int s = static_cast<int>(site);
+        if (!all_ && (layer != layer_ || s != site_)) return;
+        at::Tensor a = x[0].detach().abs().to(at::kFloat).t().contiguous().cpu();  // (C, T)
+        ChannelMap m;
+        m.layer = layer;
+        m.site = s;
+        m.channels = static_cast<int>(a.size(0));
+        m.tokens = static_cast<int>(a.size(1));
+        m.values.assign(a.data_ptr<float>(), a.data_ptr<float>() + a.numel());
+        maps.push_back(std::move(m));
+    }
+    std::vector<ChannelMap> maps;
+
+private:
+    int layers_;
+    bool all_;
+    int layer_, site_;
+};
+
+// Before the quantizer: remembers the activation it is about to see.
+class PreQuant : public cushion::ActivationHook {
+public:
+    void on_activation(int, cushion::Site site, at::Tensor& x, const at::Tensor&) override {
+        saved = cushion::site_is_linear_input(site) ? x.detach().to(at::kFloat).clone() : at::Tensor();
+    }
+    at::Tensor saved;
+};
+
+at::Tensor maskOf(const at::Tensor& valid, const at::Tensor& like) {
+    if (!valid.defined()) return at::ones({like.size(0), like.size(1), 1}, like.options());
+    return valid.to(like.device()).to(at::kFloat).unsqueeze(-1);
+}
+
+// After the quantizer: accumulates ||Q(x) - x||^2 and ||x||^2 per (layer, site) over real tokens, and the
+// residual stream's squared distance from a full-precision reference.
+class PostQuant : public cushion::ActivationHook {
+public:
+    PostQuant(const PreQuant* pre, int layers) : pre_(pre), num(layers, std::array<double, 4>{}), den(layers, std::array<double, 4>{}), rnum(layers), rden(layers) {}
+    void on_activation(int layer, cushion::Site site, at::Tensor& x, const at::Tensor& valid) override {
+        const int s = static_cast<int>(site);
+        if (site == cushion::Site::Residual) {
+            if (layer < static_cast<int>(fp_residual.size()) && fp_residual[layer].defined()) {
+                const at::Tensor& ref = fp_residual[layer];
+                at::Tensor m = maskOf(valid, ref);
+                at::Tensor d = (x.detach().to(at::kFloat) - ref) * m;
+                rnum[layer] += d.pow(2).sum().item<double>();
+                rden[layer] += (ref * m).pow(2).sum().item<double>();
+            }
+            return;
+        }
+        if (!pre_->saved.defined()) return;
+        at::Tensor m = maskOf(valid, pre_->saved);
+        at::Tensor d = (x.detach().to(at::kFloat) - pre_->saved) * m;
+        num[layer][s] += d.pow(2).sum().item<double>();
+        den[layer][s] += (pre_->saved * m).pow(2).sum().item<double>();
+    }
+    const PreQuant* pre_;
+    std::vector<std::array<double, 4>> num, den;
+    std::vector<double> rnum, rden;
+    std::vector<at::Tensor> fp_residual;  // per layer (B, T, C) float32, from the full-precision pass
+};
+
+class ResidualCapture : public cushion::ActivationHook {
+public:
+    explicit ResidualCapture(int layers) : out(layers) {}
+    void on_activation(int layer, cushion::Site site, at::Tensor& x, const at::Tensor&) override {
+        if (site == cushion::Site::Residual) out[layer] = x.detach().to(at::kFloat).clone();
+    }
+    std::vector<at::Tensor> out;
+};
+
+}  // namespace
+
+QString siteName(int site) { return cushion::site_name(static_cast<cushion::Site>(site)); }
+
+QString siteLabel(int site) {
+    static const char* labels[kSites] = {"q/k/v in", "o in", "gate/up in", "down in", "residual"};
+    return site >= 0 && site < kSites ? labels[site] : QString("?");
+}
+
+QStringList availableDevices() {
+    QStringList out{"cpu"};
+    try {
+        const auto n = torch::cuda::device_count();
+        for (size_t i = 0; i < n; ++i) out << QString("cuda:%1").arg(i);
+    } catch (...) {
+    }
+    return out;
+}
+
+const ChannelMap* HeatmapData::channelMap(int layer, int site) const {
+    for (const auto& m : channel_maps)
+        if (m.layer == layer && m.site == site) return &m;
+    return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------- Worker
+
+void Worker::runJob(const QString& what, const std::function<void()>& job) {
+    busy_.store(true);
+    last_report_ms_ = -1000;
+    emit started(what);
+    try {
+        job();
+    } catch (const cushion::Cancelled&) {
+        emit cancelled();
+    } catch (const std::exception& e) {
+        emit failed(QString::fromUtf8(e.what()));
+    } catch (...) {
+        emit failed("unknown error");
+    }
+    busy_.store(false);
+    emit finished();
+}
+
+bool Worker::report(double fraction, const std::string& what, double lo, double hi) {
+    if (cancel_.load()) return false;
+    const qint64 t = nowMs();
+    if (t - last_report_ms_ >= 33 || fraction >= 1.0) {
+        last_report_ms_ = t;
+        emit progress(lo + (hi - lo) * std::clamp(fraction, 0.0, 1.0), q(what));
+    }
+    return !cancel_.load();
+}
+
+// ----------------------------------------------------------------------------------------- ModelWorker
+
+void ModelWorker::load(const QString& path, const QString& device, const QString& dtype) {
+    runJob("Loading " + path, [&] {
+        QElapsedTimer timer;
+        timer.start();
+        cushion::LoadOptions opts;
+        opts.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.9); };
+        std::shared_ptr<cushion::Model> m = cushion::load_model(path.toStdString(), opts);
+        const c10::Device dev = cushion::parse_device(device.toStdString());
+        const at::ScalarType dt = cushion::parse_dtype(dtype.toStdString());
+        if (cancel_.load()) throw cushion::Cancelled();
+        if (dev != m->device() || dt != m->dtype()) {
+            report(0.92, "moving to " + device.toStdString() + " " + dtype.toStdString());
+            m->to(dev, dt);
+        }
+        auto info = std::make_shared<ModelInfo>();
+        const auto& c = m->config;
+        info->path = path;
+        info->format = q(m->format);
+        info->arch = q(c.arch_name);
+        info->tokenizer = m->tokenizer ? q(m->tokenizer->kind()) : QString("none");
+        info->device = q(m->device().str());
+        info->dtype = q(cushion::dtype_name(m->dtype()));
+        info->describe = q(c.describe());
+        info->dim = c.dim;
+        info->hidden = c.hidden_dim;
+        info->layers = c.n_layers;
+        info->heads = c.n_heads;
+        info->kv_heads = c.n_kv_heads;
+        info->head_dim = c.head_dim;
+        info->vocab = c.vocab_size;
+        info->context = c.max_seq_len;
+        info->rope_theta = c.rope_theta;
+        info->params = c.parameter_count();
+        qint64 bytes = 0;
+        m->weights.for_each(c, [&](const std::string&, const at::Tensor& t) { bytes += t.numel() * t.element_size(); });
+        info->weight_bytes = bytes;
+        for (const auto& w : m->warnings) info->warnings << q(w);
+        if (!m->tokenizer) throw cushion::Error("the model has no tokenizer: " + path.toStdString());
+        info->model = m;
+        info->load_seconds = timer.elapsed() / 1000.0;
+        report(1.0, "loaded");
+        emit loaded(info);
+    });
+}
+
+// ----------------------------------------------------------------------------------------- ProbeWorker
+
+void ProbeWorker::probe(const ProbeRequest& req) {
+    if (req.id < latest_.load()) return;  // a newer prompt is queued: skip this one
+    runJob("Probing", [&] {
+        QElapsedTimer timer;
+        timer.start();
+        const cushion::Model& m = *req.model->model;
+        const auto& tk = *m.tokenizer;
+        std::vector<int32_t> ids = tk.encode(req.text.toStdString(), true);
+        auto data = std::make_shared<HeatmapData>();
+        if (static_cast<int64_t>(ids.size()) > m.config.max_seq_len) {
+            ids.resize(m.config.max_seq_len);
+            data->truncated = true;
+        }
+        const int T = static_cast<int>(ids.size());
+        const int L = static_cast<int>(m.config.n_layers);
+        if (T == 0) throw cushion::Error("the prompt has no tokens");
+        std::vector<int64_t> ids64(ids.begin(), ids.end());
+        at::Tensor tokens = at::tensor(ids64, at::kLong).reshape({1, T}).to(m.device());
+
+        cushion::ProbeOptions po;
+        po.top_k = 8;
+        cushion::ActivationProbe probe(L, po);
+        // Full maps for every (layer, site) when they fit in 128 MiB, else only the one shown.
+        const int64_t widest = std::max(m.config.dim, m.config.hidden_dim);
+        const bool all = int64_t(L) * kSites * T * widest * 4 <= (int64_t(128) << 20);
+        ChannelCapture capture(L, all, req.layer, req.site);
+        cushion::HookChain chain;
+        chain.hooks = {&probe, &capture};
+        cushion::ForwardArgs fa;
+        fa.hook = &chain;
+        fa.skip_logits = true;
+        if (!report(0.1, "forward pass")) throw cushion::Cancelled();
+        m.forward(tokens, fa);
+        auto res = probe.take();
+
+        data->request_id = req.id;
+        data->model_key = req.model->model.get();
+        data->layers = L;
+        data->tokens = T;
+        data->token_ids.assign(ids.begin(), ids.end());
+        for (int t = 0; t < T; ++t) {
+            data->token_text << printable(tk.decode_token(t ? ids[t - 1] : -1, ids[t]));
+            data->token_piece << printable(tk.piece(ids[t]));
+        }
+        for (int s = 0; s < kSites; ++s) {
+            auto& mx = data->token_max[s];
+            auto& rt = data->token_ratio[s];
+            mx.resize(size_t(L) * T);
+            rt.resize(size_t(L) * T);
+            for (int l = 0; l < L; ++l) {
+                const cushion::SiteSummary& S = res->at(l, static_cast<cushion::Site>(s));
+                if (!S.defined()) continue;
+                at::Tensor a = S.token_max[0].to(at::kFloat).contiguous();
+                at::Tensor r = S.ratio()[0].to(at::kFloat).contiguous();
+                std::copy(a.data_ptr<float>(), a.data_ptr<float>() + T, mx.begin() + size_t(l) * T);
+                std::copy(r.data_ptr<float>(), r.data_ptr<float>() + T, rt.begin() + size_t(l) * T);
+            }
+        }
+        data->channel_maps = std::move(capture.maps);
+        data->seconds = timer.elapsed() / 1000.0;
+        emit probed(data);
+    });
+}
+
+// ----------------------------------------------------------------------------------------- QuantWorker
+
+void QuantWorker::quantize(const QuantRequest& req) {
+    runJob("Quantizing", [&] {
+        QElapsedTimer timer;
+        timer.start();
+        const cushion::Model& m = *req.model->model;
+        const int L = static_cast<int>(m.config.n_layers);
+        cushion::QuantConfig cfg;
+        const QuantSettings& s = req.settings;
+        cfg.wbits = s.wbits;
+        cfg.group = s.group;
+        cfg.abits = s.abits;
+        cfg.act = cushion::parse_granularity(s.granularity.toStdString());
+        cfg.smoothquant_alpha = s.smoothquant ? s.alpha : -1;
+        cfg.kv_bits = s.kv_bits;
+        cfg.validate();
+
+        auto docs_of = [&](const QString& path, int limit) {
+            auto docs = cushion::read_documents(path.toStdString());
+            if (limit > 0 && static_cast<int>(docs.size()) > limit) docs.resize(limit);
+            return cushion::tokenize_documents(m, docs, m.config.max_seq_len);
+        };
+        const auto eval = docs_of(req.eval_path, req.max_eval_docs);
+        std::vector<std::vector<int32_t>> calib;
+        if (cfg.needs_calibration()) calib = docs_of(req.calib_path, 0);
+
+        auto result = std::make_shared<QuantResult>();
+        result->model_key = req.model->model.get();
+        result->describe = q(cfg.describe());
+        result->calib_docs = static_cast<qint64>(calib.size());
+
+        cushion::QuantizeOptions qo;
+        qo.progress = [this](double f, const std::string& w) { return report(f, "calibrating: " + w, 0, 0.35); };
+        report(0, "calibrating");
+        auto qm = cushion::make_quantized_model(m, cfg, calib, qo);
+        for (const auto& n : qm->notes()) result->notes << q(n);
+
+        cushion::PerplexityOptions po;
+        po.progress = [this](double f, const std::string&) { return report(f, "perplexity (full precision)", 0.35, 0.6); };
+        const auto fp = cushion::perplexity(m, eval, po);
+        po.progress = [this](double f, const std::string&) { return report(f, "perplexity (quantized)", 0.6, 0.85); };
+        const auto qp = qm->perplexity(eval, po);
+        result->fp_ppl = fp.ppl;
+        result->q_ppl = qp.ppl;
+        result->eval_tokens = qp.tokens;
+        result->eval_docs = qp.docs;
+
+        // Per-layer error: batches small enough that one batch's residual streams fit in ~256 MiB.
+        const int64_t budget =
+            std::clamp<int64_t>((int64_t(256) << 20) / std::max<int64_t>(1, int64_t(L) * m.config.dim * 4), 64, 4096);
+        PreQuant pre;
+        PostQuant post(&pre, L);
+        size_t i = 0;
+        while (i < eval.size()) {
+            size_t j = i;
+            int64_t longest = 0;
+            while (j < eval.size()) {
+                const int64_t len = std::max<int64_t>(longest, static_cast<int64_t>(eval[j].size()));
+                if (j > i && len * int64_t(j - i + 1) > budget) break;
+                longest = len;
+                ++j;
+            }
+            std::vector<std::vector<int32_t>> batch(eval.begin() + i, eval.begin() + j);
+            at::Tensor tokens, valid;
+            cushion::pad_batch(batch, &tokens, &valid);
+            tokens = tokens.to(m.device());
+            valid = valid.to(m.device());
+            ResidualCapture ref(L);
+            cushion::ForwardArgs fa;
+            fa.valid = valid;
+            fa.skip_logits = true;
+            fa.hook = &ref;
+            m.forward(tokens, fa);
+            post.fp_residual = std::move(ref.out);
+            cushion::HookChain chain;
+            chain.hooks = {&pre, qm->hook(), &post};
+            fa.hook = &chain;
+            qm->model().forward(tokens, fa);
+            post.fp_residual.clear();
+            i = j;
+            if (!report(double(i) / eval.size(), "per-layer error", 0.85, 1.0)) throw cushion::Cancelled();
+        }
+        for (int s = 0; s < 4; ++s) {
+            result->act_error[s].resize(L);
+            for (int l = 0; l < L; ++l)
+                result->act_error[s][l] = post.den[l][s] > 0 ? std::sqrt(post.num[l][s] / post.den[l][s]) : 0.0;
+        }
+        result->residual_drift.resize(L);
+        for (int l = 0; l < L; ++l)
+            result->residual_drift[l] = post.rden[l] > 0 ? std::sqrt(post.rnum[l] / post.rden[l]) : 0.0;
+        result->seconds = timer.elapsed() / 1000.0;
+        report(1.0, "done");
+        emit quantized(result);
+    });
+}
+
+// --------------------------------------------------------------------------------------- WorkerThreads
+
+WorkerThreads::WorkerThreads(QObject* parent) : QObject(parent) {
+    static MetaTypes register_once;
+    model_ = new ModelWorker;
+    probe_ = new ProbeWorker;
+    quant_ = new QuantWorker;
+    model_thread_.setObjectName("studio-model");
+    probe_thread_.setObjectName("studio-probe");
+    quant_thread_.setObjectName("studio-quant");
+    model_->moveToThread(&model_thread_);
+    probe_->moveToThread(&probe_thread_);
+    quant_->moveToThread(&quant_thread_);
+    for (auto* t : {&model_thread_, &probe_thread_, &quant_thread_}) t->start();
+}
+
+WorkerThreads::~WorkerThreads() {
+    cancelAll();
+    // Workers are deleted on their own threads, then the threads end.
+    QMetaObject::invokeMethod(model_, [w = model_] { delete w; }, Qt::QueuedConnection);
+    QMetaObject::invokeMethod(probe_, [w = probe_] { delete w; }, Qt::QueuedConnection);
+    QMetaObject::invokeMethod(quant_, [w = quant_] { delete w; }, Qt::QueuedConnection);
+    for (auto* t : {&model_thread_, &probe_thread_, &quant_thread_}) {
+        t->quit();
+        t->wait();
+    }
+}
+
+void WorkerThreads::post(Worker* w, std::function<void()> fn) {
+    w->resetCancel();
+    QMetaObject::invokeMethod(w, std::move(fn), Qt::QueuedConnection);
+}
+
+void WorkerThreads::cancelAll() {
+    model_->requestCancel();
+    probe_->requestCancel();
+    quant_->requestCancel();
+}
+
+qint64 processRss() {
+    QFile f("/proc/self/statm");
+    if (!f.open(QIODevice::ReadOnly)) return 0;
+    const QList<QByteArray> parts = f.readAll().split(' ');
+    if (parts.size() < 2) return 0;
+    return parts[1].toLongLong() * 4096;
+}
+
+QString formatBytes(qint64 b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(b);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    return u == 0 ? QString("%1 B").arg(b) : QString("%1 %2").arg(v, 0, 'f', v < 10 ? 2 : 1).arg(units[u]);
+}
+
+}  // namespace studio
