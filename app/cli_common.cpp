@@ -23,7 +23,8 @@ std::set<std::string> with(std::set<std::string> a, const std::set<std::string>&
 
 const char* kCommonHelp =
     "  MODEL               a llama2.c .bin, a .gguf file or a Hugging Face directory\n"
-    "                      (config.json + *.safetensors + tokenizer); default: the embedded stories260K\n"
+    "                      (config.json + *.safetensors + tokenizer); default: the embedded stories260K;\n"
+    "                      eval, generate and ppl also take a package made by `cushion export`\n"
     "  --device DEV        cpu (default), cuda or cuda:N\n"
     "  --dtype T           fp32 (default), fp16 or bf16\n"
     "  --tokenizer FILE    use this tokenizer (tokenizer.model, tokenizer.json or llama2.c tokenizer.bin)\n"
@@ -48,6 +49,22 @@ std::shared_ptr<Model> load_model_from_args(const Args& a) {
     for (const auto& w : m->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     m->to(dev, dt);
     return m;
+}
+
+std::shared_ptr<QuantizedPackage> package_from_args(const Args& a) {
+    const std::string path = model_arg(a);
+    if (!is_package_directory(path)) return nullptr;
+    const c10::Device dev = parse_device(a.get("device", "cpu"));
+    const at::ScalarType dt = parse_dtype(a.get("dtype", "fp32"));
+    LoadPackageOptions lo;
+    lo.tokenizer_path = a.get("tokenizer");
+    ProgressBar bar("loading package", a.has("quiet"));
+    lo.progress = bar.fn();
+    auto p = load_package(path, lo);
+    bar.finish();
+    for (const auto& w : p->model->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    p->to(dev, dt);
+    return p;
 }
 
 std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m) {

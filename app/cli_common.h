@@ -7,6 +7,8 @@
 #include "cli_args.h"
 #include "cushion.h"
 #include "model.h"
+#include "quant_config.h"
+#include "quantized_package.h"
 
 namespace cushion::cli {
 
@@ -22,6 +24,11 @@ std::shared_ptr<Model> load_model_from_args(const Args& a);
 std::string model_arg(const Args& a);  // the path that load_model_from_args uses
 // --cushion FILE: loaded, checked against the model, moved to its device/dtype; nullptr without the option.
 std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m);
+// MODEL is an exported package (a directory with quantization.json): loads it (hashes checked) onto --device in
+// --dtype with a progress bar; nullptr when MODEL is not a package.
+std::shared_ptr<QuantizedPackage> package_from_args(const Args& a);
+// --wbits --abits --group --act --smoothquant --kv-bits (eval's defaults: W8A8 per-tensor-static g128, SQ off).
+QuantConfig quant_config_from_args(const Args& a);
 
 struct Command {
     const char* name;
@@ -47,5 +54,17 @@ int cmd_plant_outliers(int argc, char** argv);
 extern const char* kEvalHelp;
 extern const char* kOutliersHelp;
 extern const char* kPlantHelp;
+// `cushion eval DIR` on an exported package: its own quantization and cushion (cmd_export.cpp).
+int eval_package(const Args& a);
+
+// CushionCache calibration: greedy prefix search + prefix tuning (cmd_calibrate.cpp).
+int cmd_calibrate(int argc, char** argv);
+extern const char* kCalibrateHelp;
+
+// Package commands (export, verify).
+int cmd_export(int argc, char** argv);
+int cmd_verify(int argc, char** argv);
+extern const char* kExportHelp;
+extern const char* kVerifyHelp;
 
 }  // namespace cushion::cli

@@ -30,6 +30,7 @@ const char* kGenerateHelp =
     "  --seed S            random seed for sampling (default 42)\n"
     "  --top-p P           nucleus sampling mass (default 1 = off)\n"
     "  --cushion FILE      prepend this cushion (prefix KV cache); the prompt then gets no <bos> of its own\n"
+    "  MODEL may be a package from `cushion export`: it runs with its quantizer and its cushion\n"
     "  With --json: {\"prompt_tokens\": [...], \"tokens\": [...], \"text\": ...}\n";
 
 const char* kPplHelp =
@@ -108,8 +109,11 @@ int cmd_generate(int argc, char** argv) {
     o.temperature = a.get_double("temperature", 0.0, 0.0, 100.0);
     o.seed = static_cast<uint64_t>(a.get_int("seed", 42, 0, (1LL << 62)));
     o.top_p = a.get_double("top-p", 1.0, 1e-6, 1.0);
-    auto m = load_model_from_args(a);
+    auto pkg = package_from_args(a);  // an exported package: its quantizer and cushion
+    auto m = pkg ? pkg->model : load_model_from_args(a);
     auto cush = cushion_from_args(a, *m);
+    if (pkg && !cush) cush = std::make_unique<Cushion>(pkg->cushion);
+    if (pkg) o.hook = pkg->hook.get();
     if (cush) {
         o.prefix = &cush->kv;
         o.prefix_last_logits = cush->last_logits;
@@ -147,8 +151,11 @@ int cmd_ppl(int argc, char** argv) {
     const auto docs = read_documents(a.require("text"));
     PerplexityOptions o;
     o.max_batch_tokens = a.get_int("batch-tokens", 8192, 1, 1 << 24);
-    auto m = load_model_from_args(a);
+    auto pkg = package_from_args(a);  // an exported package: its quantizer and cushion
+    auto m = pkg ? pkg->model : load_model_from_args(a);
     auto cush = cushion_from_args(a, *m);
+    if (pkg && !cush) cush = std::make_unique<Cushion>(pkg->cushion);
+    if (pkg) o.hook = pkg->hook.get();
     if (cush) {
         o.prefix = &cush->kv;
         o.prefix_last_logits = cush->last_logits;

@@ -21,6 +21,8 @@ using json = nlohmann::json;
 
 const char* kEvalHelp =
     "usage: cushion eval [MODEL] --text FILE --calib FILE [quantization options] [--cushion FILE] [--sweep]\n"
+    "       cushion eval PACKAGE_DIR --text FILE      (a package from `cushion export`: its own quantization\n"
+    "                                                  and cushion; no quantization options)\n"
     "Perplexity in full precision and with simulated (fake) quantization. Activations are quantized at the\n"
     "input of every linear layer inside the blocks (q/k/v, o, gate/up, down; OPT fc1/fc2); embeddings, norms\n"
     "and the LM head stay in full precision. Static ranges are calibrated on --calib (with the cushion in\n"
@@ -71,7 +73,9 @@ bool want_help(const Args& a, const char* help) {
     return true;
 }
 
-QuantConfig config_from_args(const Args& a) {
+}  // namespace
+
+QuantConfig quant_config_from_args(const Args& a) {
     QuantConfig q;
     q.wbits = static_cast<int>(a.get_int("wbits", 8, 0, 64));
     q.abits = static_cast<int>(a.get_int("abits", 8, 0, 64));
@@ -90,13 +94,12 @@ QuantConfig config_from_args(const Args& a) {
     return q;
 }
 
-}  // namespace
-
 int cmd_eval(int argc, char** argv) {
     Args a = parse(argc, argv, 2, {"sweep"},
                    {"text", "calib", "wbits", "group", "abits", "act", "smoothquant", "kv-bits", "cushion", "batch-tokens"});
     if (want_help(a, kEvalHelp)) return 0;
-    const QuantConfig base = config_from_args(a);
+    if (is_package_directory(model_arg(a))) return eval_package(a);  // its own quantization and cushion
+    const QuantConfig base = quant_config_from_args(a);
     const auto eval_docs = read_documents(a.require("text"));
     const auto calib_docs = read_documents(a.require("calib"));
     auto m = load_model_from_args(a);

@@ -20,7 +20,10 @@ const Command kCommands[] = {
     {"ppl", "perplexity on a text file (one document per line)", kPplHelp, cmd_ppl},
     {"probe", "activation statistics per block and site; outlier tokens; heatmap PNG", kProbeHelp, cmd_probe},
     {"outliers", "PrefixQuant-style outlier tokens (down_proj max/median > 64) and their frequency", kOutliersHelp, cmd_outliers},
+    {"calibrate", "CushionCache: greedy prefix search + prefix tuning -> a cushion file", kCalibrateHelp, cmd_calibrate},
     {"eval", "perplexity full precision vs simulated W/A quantization (--sweep: the paper's table)", kEvalHelp, cmd_eval},
+    {"export", "write the quantized model + cushion as a self-contained, verifiable package", kExportHelp, cmd_export},
+    {"verify", "check an exported package's hashes and re-measure its perplexity", kVerifyHelp, cmd_verify},
     {"plant-outliers", "derive a model with planted massive activations (shows the disease)", kPlantHelp, cmd_plant_outliers},
 };
 

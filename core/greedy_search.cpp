@@ -103,7 +103,9 @@ int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, a
 double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n) {
     const double C = c.dim, Hd = c.hidden_dim, Q = double(c.n_heads) * c.head_dim, KV = c.kv_dim();
     const double linear = 2 * (C * Q + 2 * C * KV + Q * C + (c.arch == Arch::Llama ? 3 : 2) * C * Hd);
-    const double sample = double(n) * c.n_layers * (linear + 4.0 * double(P + 1 + n) * Q);
+    // Sample token t (0-based) attends to the P + 1 cached keys and t + 1 sample keys.
+    const double keys = double(n) * double(P + 1) + double(n) * double(n + 1) / 2;
+    const double sample = c.n_layers * (double(n) * linear + 4.0 * keys * Q);
     const double ext = double(c.n_layers) * (linear + 4.0 * double(P + 1) * Q);
     return sample + ext;
 }
@@ -493,7 +495,10 @@ void GreedySearch::restore(const std::string& state) {
     initial_loss_ = h.at("initial_lq").get<double>();
     history_ = std::move(hist);
     steps_ = j.value("steps_done", (int)history_.size());
+    // A saved stop holds only if it would happen again: the same tau, or a prefix still at the maximum length.
     stop_ = parse_stop(h.value("stop", ""));
+    if (stop_ == StopReason::MaxLength && (int)prefix_.size() < opts_.max_prefix) stop_ = StopReason::None;
+    if (stop_ == StopReason::NoImprovement && theirs.value("tau", -1.0) != opts_.tau) stop_ = StopReason::None;
     last_stop_ = GreedyStepResult();
     if (stop_ != StopReason::None) {
         last_stop_.step = steps_;

@@ -64,7 +64,7 @@ int64_t default_sample_tokens(const ModelConfig& c, int max_prefix);
 int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, at::ScalarType dtype);
 // Floating-point operations of scoring one candidate: the one-token extension of a P-token prefix, then
 // the n-token sample after P + 1 cached tokens (2 per multiply-add in every block linear layer and in the
-// attention products over the whole key range, as computed; no LM head).
+// attention products over the keys each query can see (causal); no LM head).
 double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n);
 
 enum class StepKind { Exhaustive, Pruned };

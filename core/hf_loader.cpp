@@ -351,20 +351,15 @@ std::shared_ptr<Model> load_hf_directory(const std::string& dir_in, const LoadOp
     return model;
 }
 
-void save_hf_directory(const Model& model, const std::string& dir_in) {
-    const std::string dir = strip_trailing_slashes(dir_in);
-    const ModelConfig& c = model.config;
-    if (dir.empty()) throw Error("save_hf_directory: empty directory name");
-    fs::path target(dir);
-    fs::path parent = target.parent_path();
-    if (parent.empty()) parent = ".";
-    std::error_code ec;
-    if (fs::exists(target, ec) && !fs::is_directory(target, ec))
-        throw Error(dir + ": exists and is not a directory");
-    fs::create_directories(parent, ec);
-    if (ec) throw Error(parent.string() + ": cannot create directory: " + ec.message());
+ModelConfig read_hf_config(const std::string& config_path, std::vector<std::string>* warnings) {
+    std::vector<std::string> w;
+    ModelConfig c = parse_config(parse_json_file(config_path), config_path, w);
+    if (warnings) warnings->insert(warnings->end(), w.begin(), w.end());
+    return c;
+}
 
-    // ---- config.json ----
+std::string hf_config_json(const Model& model) {
+    const ModelConfig& c = model.config;
     nlohmann::ordered_json j;
     const int32_t bos = model.tokenizer ? model.tokenizer->bos_id() : -1;
     const int32_t eos = model.tokenizer ? model.tokenizer->eos_id() : -1;
@@ -403,15 +398,13 @@ void save_hf_directory(const Model& model, const std::string& dir_in) {
     if (bos >= 0) j["bos_token_id"] = bos;
     if (eos >= 0) j["eos_token_id"] = eos;
     j["torch_dtype"] = "float32";
+    return j.dump(2) + "\n";
+}
 
-    // ---- tensors (float32, CPU) ----
-    std::vector<std::pair<std::string, at::Tensor>> tensors;
-    model.weights.for_each(c, [&](const std::string& name, const at::Tensor& t) {
-        tensors.emplace_back(name, t.detach().to(at::kCPU, at::kFloat).contiguous());
-    });
-
-    // ---- tokenizer files to copy ----
+std::vector<std::pair<std::string, std::string>> hf_tokenizer_files(const Model& model) {
+    const ModelConfig& c = model.config;
     std::vector<std::pair<fs::path, std::string>> copies;  // source file, name in the new directory
+    std::error_code ec;
     if (!model.source.empty()) {
         const fs::path src(model.source);
         if (fs::is_directory(src, ec)) {
@@ -439,6 +432,34 @@ void save_hf_directory(const Model& model, const std::string& dir_in) {
                 copies.emplace_back(beside / "tokenizer.json", "tokenizer.json");
         }
     }
+    std::vector<std::pair<std::string, std::string>> r;
+    for (const auto& [from, name] : copies) r.emplace_back(from.string(), name);
+    return r;
+}
+
+void save_hf_directory(const Model& model, const std::string& dir_in) {
+    const std::string dir = strip_trailing_slashes(dir_in);
+    const ModelConfig& c = model.config;
+    if (dir.empty()) throw Error("save_hf_directory: empty directory name");
+    fs::path target(dir);
+    fs::path parent = target.parent_path();
+    if (parent.empty()) parent = ".";
+    std::error_code ec;
+    if (fs::exists(target, ec) && !fs::is_directory(target, ec))
+        throw Error(dir + ": exists and is not a directory");
+    fs::create_directories(parent, ec);
+    if (ec) throw Error(parent.string() + ": cannot create directory: " + ec.message());
+
+    const std::string config_text = hf_config_json(model);
+
+    // ---- tensors (float32, CPU) ----
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    model.weights.for_each(c, [&](const std::string& name, const at::Tensor& t) {
+        tensors.emplace_back(name, t.detach().to(at::kCPU, at::kFloat).contiguous());
+    });
+
+    std::vector<std::pair<fs::path, std::string>> copies;  // source file, name in the new directory
+    for (const auto& [from, name] : hf_tokenizer_files(model)) copies.emplace_back(fs::path(from), name);
 
     // ---- write into a temporary directory beside the target, then rename ----
     std::string tmpl = (parent / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
@@ -449,7 +470,7 @@ void save_hf_directory(const Model& model, const std::string& dir_in) {
     try {
         fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                  fs::perms::others_read | fs::perms::others_exec, ec);
-        write_text_atomically((tmp / "config.json").string(), j.dump(2) + "\n");
+        write_text_atomically((tmp / "config.json").string(), config_text);
         save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
         for (const auto& [from, name] : copies) {
             fs::copy_file(from, tmp / name, fs::copy_options::overwrite_existing, ec);

@@ -5,6 +5,7 @@
 
 #include "mapped_file.h"
 #include "model_loader.h"
+#include "quantized_package.h"
 
 namespace cushion {
 
@@ -173,6 +174,17 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     std::error_code ec;
     if (!fs::exists(path, ec)) throw Error(path + ": no such file or directory");
     std::shared_ptr<Model> m;
+    if (is_package_directory(path)) {
+        // An exported package: its weights (dequantized from the integer codes, SmoothQuant folded). Its
+        // activation quantizer and cushion come only with load_package (as `cushion eval/generate DIR` do).
+        LoadPackageOptions po;
+        po.tokenizer_path = opts.tokenizer_path;
+        po.progress = opts.progress;
+        m = load_package(path, po)->model;
+        m->warnings.push_back(path + " is a quantized package: loaded its weights only; its static activation "
+                              "quantization and cushion apply through load_package (cushion eval / generate " + path + ")");
+        return m;
+    }
     if (fs::is_directory(path, ec)) {
         m = load_hf_directory(path, opts);
     } else {

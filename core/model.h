@@ -46,6 +46,9 @@ public:
     // A stable hash of the architecture and weights (hex), to tie cushion files to their model.
     // Computed once (load_model does it while the weights are float32) and cached.
     std::string fingerprint() const;
+    // Sets the cached fingerprint: a model rebuilt from an exported package (dequantized, SmoothQuant-folded
+    // weights) reports the fingerprint of the model it was exported from, as QuantizedModel::model() does.
+    void set_fingerprint(const std::string& fp) { fingerprint_ = fp; }
 
 private:
     mutable std::string fingerprint_;

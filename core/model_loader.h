@@ -2,6 +2,8 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "model.h"
 #include "progress.h"
@@ -13,7 +15,9 @@ struct LoadOptions {
     ProgressFn progress;
 };
 
-// Dispatches on what `path` is: a directory (Hugging Face), *.gguf / GGUF magic, else llama2.c.
+// Dispatches on what `path` is: a package exported by `cushion export` (a directory with quantization.json:
+// its weights dequantized from the integer codes, see quantized_package.h), a directory (Hugging Face),
+// *.gguf / GGUF magic, else llama2.c.
 // Result is on the CPU in float32. Throws Error naming file, offset, tensor or field.
 std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts = {});
 
@@ -24,5 +28,13 @@ std::shared_ptr<Model> load_hf_directory(const std::string& dir, const LoadOptio
 // Writes `model` as a Hugging Face directory (config.json, model.safetensors, tokenizer files copied
 // from the source when available), atomically. Used by tests and by `plant-outliers`.
 void save_hf_directory(const Model& model, const std::string& dir);
+
+// Pieces of save_hf_directory, shared with the package exporter (quantized_package.h):
+std::string hf_config_json(const Model& model);  // the config.json text for model's architecture
+// Tokenizer files to copy into a directory for `model`: (source path, name in the directory), found from
+// model.source (empty when none is found).
+std::vector<std::pair<std::string, std::string>> hf_tokenizer_files(const Model& model);
+// Parses a Hugging Face config.json (throws Error naming the file and field); appends warnings.
+ModelConfig read_hf_config(const std::string& config_path, std::vector<std::string>* warnings = nullptr);
 
 }  // namespace cushion

@@ -44,7 +44,9 @@ TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<s
     at::AutoGradMode grad_mode(with_grad);
     KVCache p;
     for (size_t l = 0; l < kv.k.size(); ++l) {
-        at::Tensor k = kv.k[l].detach().to(dev, at::kFloat), v = kv.v[l].detach().to(dev, at::kFloat);
+        // float32 parameters (float64 ones stay float64: the finite-difference test).
+        const at::ScalarType pt = kv.k[l].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+        at::Tensor k = kv.k[l].detach().to(dev, pt), v = kv.v[l].detach().to(dev, pt);
         if (with_grad) {
             k = k.clone().requires_grad_(true);
             v = v.clone().requires_grad_(true);

@@ -120,7 +120,7 @@ private:
 
 // The tuning loss of documents (token ids without <bos>, each fitting after the prefix) run after `kv`
 // (batch 1): CE, L_q and CE + lambda * L_q as described above. With with_grad, the gradients with respect
-// to kv's tensors (computed on detached float32 copies) are returned as well.
+// to kv's tensors (computed on detached float32 copies; float64 when kv is float64) are returned as well.
 TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<std::vector<int32_t>>& seqs,
                           double lambda, const QuantLossOptions& loss, bool with_grad);
 

@@ -134,7 +134,7 @@ TEST(CushionSearch, StoriesStepIsDeterministic) {
 }
 
 // `cushion calibrate`: a cushion file eval accepts; a checkpoint that a resumed run continues from.
-TEST(CushionSearch, CalibrateCliCheckpointAndResume) {
+TEST(SlowCushionSearch, CalibrateCliCheckpointAndResume) {
     const std::string dir = temp_dir("calibrate-cli");
     const std::string B = bin_dir() + "/cushion calibrate " + stories_bin() + " --calib " + calib_text();
     const std::string common = " --sample-tokens 32 --candidates 3-40 --tau 1 --quiet --json --checkpoint " + dir + "/ck";

@@ -1,0 +1,286 @@
+// `cushion calibrate`: CushionCache itself — greedy prefix search, then prefix tuning, written as a
+// cushion file. Ctrl-C stops cleanly; with --checkpoint the last completed step is kept for --resume.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "calib_checkpoint.h"
+#include "cli_common.h"
+#include "cli_progress.h"
+#include "cushion.h"
+#include "greedy_search.h"
+#include "perplexity.h"
+#include "prefix_tuner.h"
+#include "quant_config.h"
+
+namespace cushion::cli {
+
+using json = nlohmann::json;
+
+const char* kCalibrateHelp =
+    "usage: cushion calibrate [MODEL] --calib FILE --out CUSHION [options]\n"
+    "CushionCache: finds a prefix (\"cushion\") that minimises the activation quantization loss L_q of the\n"
+    "calibration text by greedy search over the vocabulary, tunes its per-layer key/value cache, and writes\n"
+    "it as a cushion file (for eval, ppl, generate, probe --cushion).\n"
+    "Search: each step scores every candidate token t by L_q(prefix + t) on a sample of the calibration text\n"
+    "(the documents' tokens without <bos>, concatenated, first N) and accepts the best when its L_q is below\n"
+    "tau x L_q(prefix); it stops otherwise or at --max-prefix tokens. Tuning: Adam on the prefix KV with\n"
+    "loss = cross-entropy + lambda x L_q over the calibration documents, model frozen.\n"
+    "  --calib FILE           calibration text, one document per line (required)\n"
+    "  --out FILE             the cushion file to write (atomically, at the end)\n"
+    "  --out-greedy FILE      also write the cushion of the search alone (before tuning)\n"
+    "  --start LIST           start tokens, comma-separated: bos, newline, a token id or a vocabulary piece\n"
+    "                         (default bos; <bos> is put first when the model has one)\n"
+    "  --tau T                acceptance ratio (default 0.5)\n"
+    "  --max-prefix N         longest prefix in tokens, start tokens included (default 4)\n"
+    "  --sample-tokens N      calibration sample length (default min(512, context - max-prefix))\n"
+    "  --abits N              bits of L_q's quantizer: 4, 6, 8 or 16 (default 8)\n"
+    "  --act A                per-tensor-static (default) or per-tensor-dynamic: the activation quantization\n"
+    "                         the cushion is for; L_q quantizes each activation tensor of the sample as a whole\n"
+    "  --sites LIST           L_q sites (default attn_in,o_in,mlp_in,down_in)\n"
+    "  --candidates LIST      candidate token ids, e.g. 3-100,200 (default: every non-special token)\n"
+    "  --pruned               pruned steps: score all candidates on a window, re-score the best on the sample\n"
+    "  --prune-window N       window tokens (default 64)\n"
+    "  --prune-keep K         candidates re-scored (default 16)\n"
+    "  --memory MB            memory for one batch of candidates (default 256); sets the batch size\n"
+    "  --tune-epochs N        prefix tuning epochs (default 2; 0 = search only)\n"
+    "  --lambda L             weight of L_q in the tuning loss (default 0.01)\n"
+    "  --lr LR                Adam learning rate (default 0.001)\n"
+    "  --batch N              documents per tuning step (default 4)\n"
+    "  --seed S               document order seed (default 0)\n"
+    "  --checkpoint FILE      save the state after every completed step (atomically)\n"
+    "  --resume               continue from --checkpoint (same model, calibration text and settings)\n"
+    "  With --json: a summary {prefix_ids, prefix_text, search: [...], tuning: [...], out} on stdout.\n";
+
+namespace {
+
+std::vector<int32_t> parse_id_list(const std::string& s, int32_t vocab, const char* what) {
+    std::vector<int32_t> out;
+    size_t i = 0;
+    while (i <= s.size()) {
+        size_t j = s.find(',', i);
+        if (j == std::string::npos) j = s.size();
+        const std::string item = s.substr(i, j - i);
+        if (!item.empty()) {
+            try {
+                const size_t dash = item.find('-', 1);
+                size_t used = 0;
+                long lo = std::stol(item, &used), hi = lo;
+                if (dash != std::string::npos) {
+                    if (used != dash) throw std::invalid_argument(item);
+                    hi = std::stol(item.substr(dash + 1), &used);
+                    if (used != item.size() - dash - 1) throw std::invalid_argument(item);
+                } else if (used != item.size()) {
+                    throw std::invalid_argument(item);
+                }
+                if (lo < 0 || hi >= vocab || lo > hi)
+                    throw Error(std::string(what) + ": '" + item + "' is outside the vocabulary [0, " +
+                                std::to_string(vocab) + ")");
+                for (long t = lo; t <= hi; ++t) out.push_back(static_cast<int32_t>(t));
+            } catch (const Error&) {
+                throw;
+            } catch (const std::exception&) {
+                throw Error(std::string(what) + ": '" + item + "' is not a token id or a range like 3-100");
+            }
+        }
+        i = j + 1;
+    }
+    if (out.empty()) throw Error(std::string(what) + ": no token ids given");
+    return out;
+}
+
+int32_t newline_token(const Tokenizer& tk) {
+    for (int32_t t = 0; t < tk.vocab_size(); ++t) {
+        const std::string p = tk.piece(t);
+        if (p == "<0x0A>" || p == "\n" || p == "\xC4\x8A" /* GPT-2's byte-level "Ċ" */) return t;
+    }
+    throw Error("--start newline: the vocabulary has no newline token");
+}
+
+std::vector<int32_t> parse_start(const std::string& s, const Model& m, std::string* note) {
+    const Tokenizer& tk = *m.tokenizer;
+    std::vector<int32_t> out;
+    size_t i = 0;
+    while (i <= s.size()) {
+        size_t j = s.find(',', i);
+        if (j == std::string::npos) j = s.size();
+        const std::string item = s.substr(i, j - i);
+        i = j + 1;
+        if (item.empty()) continue;
+        if (item == "bos") {
+            if (tk.bos_id() < 0) throw Error("--start bos: the model has no <bos> token");
+            out.push_back(tk.bos_id());
+        } else if (item == "newline" || item == "nl" || item == "\\n") {
+            out.push_back(newline_token(tk));
+        } else if (item.find_first_not_of("0123456789") == std::string::npos) {
+            const long t = std::stol(item);
+            if (t < 0 || t >= tk.vocab_size()) throw Error("--start: token id " + item + " is out of range");
+            out.push_back(static_cast<int32_t>(t));
+        } else {
+            int32_t found = -1;
+            for (int32_t t = 0; t < tk.vocab_size() && found < 0; ++t)
+                if (tk.piece(t) == item) found = t;
+            if (found < 0) throw Error("--start: '" + item + "' is not bos, newline, a token id or a vocabulary piece");
+            out.push_back(found);
+        }
+    }
+    if (out.empty()) throw Error("--start: no tokens given");
+    if (tk.bos_id() >= 0 && out[0] != tk.bos_id()) {
+        out.insert(out.begin(), tk.bos_id());
+        *note = "the cushion starts with <bos> (documents run after it without their own)";
+    }
+    return out;
+}
+
+std::string show_piece(const Model& m, int32_t t) {
+    std::string s = m.tokenizer->piece(t), o;
+    for (char c : s) o += c == '\n' ? std::string("\\n") : std::string(1, c);
+    return "'" + o + "' (" + std::to_string(t) + ")";
+}
+
+}  // namespace
+
+int cmd_calibrate(int argc, char** argv) {
+    Args a(argc, argv, 2, with({"pruned", "resume"}, common_flags()),
+           with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
+                 "candidates", "prune-window", "prune-keep", "memory", "tune-epochs", "lambda", "lr", "batch", "seed",
+                 "checkpoint"},
+                common_values()));
+    if (a.has("help")) {
+        std::printf("%s\nCommon options:\n%s", kCalibrateHelp, kCommonHelp);
+        return 0;
+    }
+    const std::string out_path = a.require("out");
+    const auto calib_lines = read_documents(a.require("calib"));
+    if (a.has("resume") && !a.has("checkpoint")) throw Error("--resume needs --checkpoint FILE");
+    const ActGranularity act = parse_granularity(a.get("act", "per-tensor-static"));
+    if (act == ActGranularity::PerToken)
+        throw Error("--act per-token: L_q quantizes whole activation tensors; use per-tensor-static or per-tensor-dynamic");
+    const bool quiet = a.has("quiet"), js = a.has("json");
+
+    GreedySearchOptions so;
+    so.tau = a.get_double("tau", 0.5, 1e-12, 1.0);
+    so.max_prefix = static_cast<int>(a.get_int("max-prefix", 4, 1, 1 << 16));
+    so.loss.bits = static_cast<int>(a.get_int("abits", 8, 1, 64));
+    if (a.has("sites")) so.loss.sites = parse_sites(a.get("sites"));
+    so.pruned = a.has("pruned");
+    so.prune_window = a.get_int("prune-window", 64, 1, 1 << 24);
+    so.prune_keep = static_cast<int>(a.get_int("prune-keep", 16, 1, 1 << 24));
+    so.memory_budget = a.get_int("memory", 256, 1, 1 << 24) << 20;
+    PrefixTuneOptions to;
+    to.epochs = static_cast<int>(a.get_int("tune-epochs", 2, 0, 100000));
+    to.lambda = a.get_double("lambda", 0.01, 0.0, 1e12);
+    to.lr = a.get_double("lr", 1e-3, 1e-12, 1e6);
+    to.batch_size = a.get_int("batch", 4, 1, 1 << 20);
+    to.seed = static_cast<uint64_t>(a.get_int("seed", 0, 0, 1LL << 62));
+    to.loss = so.loss;
+
+    auto m = load_model_from_args(a);
+    std::shared_ptr<const Model> mc = m;
+    std::string note;
+    so.start_tokens = parse_start(a.get("start", "bos"), *m, &note);
+    if (!note.empty() && !quiet) std::fprintf(stderr, "note: %s\n", note.c_str());
+    if (a.has("candidates")) so.candidates = parse_id_list(a.get("candidates"), m->config.vocab_size, "--candidates");
+    const int64_t n = a.has("sample-tokens") ? a.get_int("sample-tokens", 0, 1, 1 << 24)
+                                              : default_sample_tokens(m->config, so.max_prefix);
+    const auto docs = tokenize_documents(*m, calib_lines, int64_t(1) << 40);
+    const int32_t bos = m->tokenizer->bos_id();
+    std::vector<int32_t> sample = make_search_sample(docs, bos, n);
+    const std::string run_settings = json{{"act", granularity_name(act)}}.dump();
+
+    GreedySearch search(mc, sample, so);
+    std::unique_ptr<PrefixTuner> tuner;
+    CalibCheckpoint ck;
+    const std::string ck_path = a.get("checkpoint");
+    if (a.has("resume")) {
+        if (!std::filesystem::exists(ck_path)) throw Error("--resume: checkpoint " + ck_path + " does not exist");
+        ck = load_calib_checkpoint(ck_path);
+        search.restore(ck.search_state);
+        if (!quiet)
+            std::fprintf(stderr, "resumed from %s: prefix of %zu tokens, L_q %.6g%s\n", ck_path.c_str(),
+                         search.prefix().size(), search.loss(), ck.tune_state.empty() ? "" : ", tuning in progress");
+    }
+    auto save_ck = [&] {
+        if (!ck_path.empty()) save_calib_checkpoint(ck_path, search, tuner.get(), run_settings);
+    };
+    if (!quiet)
+        std::fprintf(stderr, "search: %zu candidates, sample of %lld tokens, start L_q %.6g, tau %g, max prefix %d%s\n",
+                     search.candidates().size(), (long long)n, search.initial_loss(), so.tau, so.max_prefix,
+                     so.pruned ? " (pruned steps)" : "");
+
+    // ---- greedy search
+    json jsteps = json::array();
+    while (!search.done() && ck.tune_state.empty()) {
+        ProgressBar bar("search", quiet);
+        GreedyStepResult r = search.step(bar.fn());
+        bar.finish();
+        save_ck();
+        if (!quiet) {
+            std::fprintf(stderr, "step %d: %s  [%lld candidates in %.1f s, %.1f/s, batch %lld]\n", r.step, r.reason.c_str(),
+                         (long long)r.evaluated, r.seconds, r.seconds > 0 ? r.evaluated / r.seconds : 0.0,
+                         (long long)r.batch_size);
+        }
+    }
+    for (const auto& h : search.history())
+        jsteps.push_back({{"step", h.step}, {"token", h.token}, {"piece", h.piece}, {"lq_before", h.loss_before},
+                          {"lq_after", h.loss_after}, {"best_lq", h.best_loss}, {"accepted", h.accepted},
+                          {"stop", stop_reason_name(h.stop)}, {"seconds", h.seconds}});
+    Cushion greedy = search.cushion();
+    std::string prefix_show;
+    for (auto t : search.prefix()) prefix_show += (prefix_show.empty() ? "" : " ") + show_piece(*m, t);
+    if (!quiet)
+        std::fprintf(stderr, "prefix (%zu tokens): %s; L_q %.6g -> %.6g (x%.4f)\n", search.prefix().size(),
+                     prefix_show.c_str(), search.initial_loss(), search.loss(),
+                     search.initial_loss() > 0 ? search.loss() / search.initial_loss() : 1.0);
+    if (a.has("out-greedy")) save_cushion(greedy, a.get("out-greedy"));
+
+    // ---- prefix tuning
+    Cushion result = greedy;
+    json jtune = json::array();
+    if (to.epochs > 0) {
+        tuner = std::make_unique<PrefixTuner>(mc, greedy, docs, to);
+        if (!ck.tune_state.empty()) tuner->restore(ck.tensors, ck.tune_state);
+        if (!quiet && !tuner->done())
+            std::fprintf(stderr, "tuning: %zu documents, %lld batches x %d epochs, lr %g, lambda %g\n",
+                         tuner->documents(), (long long)tuner->batches_per_epoch(), to.epochs, to.lr, to.lambda);
+        ProgressBar bar("tuning", quiet);
+        while (!tuner->done()) {
+            TuneStepResult r = tuner->step(bar.fn());
+            save_ck();
+            if (!quiet) {
+                bar.finish();
+                std::fprintf(stderr, "tuning epoch %d batch %lld/%lld: CE %.5f  L_q %.6g  total %.6g  |grad| %.4g  (%.2f s)\n",
+                             r.epoch + 1, (long long)r.batch + 1, (long long)r.batches_per_epoch, r.ce, r.lq, r.total,
+                             r.grad_norm, r.seconds);
+            }
+        }
+        bar.finish();
+        for (const auto& h : tuner->history())
+            jtune.push_back({{"step", h.step}, {"epoch", h.epoch}, {"batch", h.batch}, {"ce", h.ce}, {"lq", h.lq},
+                             {"total", h.total}, {"grad_norm", h.grad_norm}});
+        result = tuner->cushion();
+    }
+    {
+        json s = json::parse(result.settings_json);
+        s["act"] = granularity_name(act);
+        s["calib"] = a.get("calib");
+        result.settings_json = s.dump();
+    }
+    save_cushion(result, out_path);
+    if (js) {
+        std::cout << json{{"prefix_ids", result.prefix_ids}, {"prefix_text", result.prefix_text},
+                          {"initial_lq", search.initial_loss()}, {"lq", search.loss()}, {"search", jsteps},
+                          {"tuning", jtune}, {"out", out_path}}
+                         .dump()
+                  << "\n";
+    } else {
+        std::printf("cushion of %zu tokens %s written to %s\n", result.prefix_ids.size(), prefix_show.c_str(),
+                    out_path.c_str());
+    }
+    return 0;
+}
+
+}  // namespace cushion::cli
