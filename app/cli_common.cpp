@@ -32,6 +32,16 @@ const char* kCommonHelp =
     "  --quiet             no progress bars\n"
     "  --help              this text\n";
 
+Args parse_command(int argc, char** argv, const std::set<std::string>& flags, const std::set<std::string>& values) {
+    return Args(argc, argv, 2, with(flags, common_flags()), with(values, common_values()));
+}
+
+bool print_help_if_asked(const Args& a, const char* help) {
+    if (!a.has("help")) return false;
+    std::printf("%s\nCommon options:\n%s", help, kCommonHelp);
+    return true;
+}
+
 std::string model_arg(const Args& a) {
     if (!a.positional().empty()) return a.positional()[0];
     return default_model_path();

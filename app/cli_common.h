@@ -16,6 +16,10 @@ namespace cushion::cli {
 const std::set<std::string>& common_flags();   // json, quiet, help
 const std::set<std::string>& common_values();  // device, dtype, tokenizer
 std::set<std::string> with(std::set<std::string> a, const std::set<std::string>& b);
+// A subcommand's arguments (argv[2...]) with the common options added to `flags` and `values`.
+Args parse_command(int argc, char** argv, const std::set<std::string>& flags, const std::set<std::string>& values);
+// Prints `help` and the common options when --help was given; returns whether it did.
+bool print_help_if_asked(const Args& a, const char* help);
 extern const char* kCommonHelp;  // help text for the common options
 
 // Loads MODEL (first positional; the embedded default when absent) onto --device in --dtype,

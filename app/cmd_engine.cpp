@@ -57,23 +57,9 @@ const char* kProbeHelp =
     "  --cushion FILE      run after this cushion (prefix KV cache): the text gets no <bos>, and what is\n"
     "                      shown are the real tokens only, as quantization sees them\n";
 
-namespace {
-
-Args parse(int argc, char** argv, const std::set<std::string>& flags, const std::set<std::string>& values) {
-    return Args(argc, argv, 2, with(flags, common_flags()), with(values, common_values()));
-}
-
-bool want_help(const Args& a, const char* help) {
-    if (!a.has("help")) return false;
-    std::printf("%s\nCommon options:\n%s", help, kCommonHelp);
-    return true;
-}
-
-}  // namespace
-
 int cmd_info(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {});
-    if (want_help(a, kInfoHelp)) return 0;
+    Args a = parse_command(argc, argv, {}, {});
+    if (print_help_if_asked(a, kInfoHelp)) return 0;
     auto m = load_model_from_args(a);
     const auto& c = m->config;
     const int64_t params = c.parameter_count();
@@ -101,8 +87,8 @@ int cmd_info(int argc, char** argv) {
 }
 
 int cmd_generate(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {"prompt", "max-tokens", "temperature", "seed", "top-p", "cushion"});
-    if (want_help(a, kGenerateHelp)) return 0;
+    Args a = parse_command(argc, argv, {}, {"prompt", "max-tokens", "temperature", "seed", "top-p", "cushion"});
+    if (print_help_if_asked(a, kGenerateHelp)) return 0;
     const std::string prompt = a.require("prompt");
     GenerateOptions o;
     o.max_new_tokens = a.get_int("max-tokens", 128, 1, 1 << 20);
@@ -146,8 +132,8 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_ppl(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {"text", "batch-tokens", "cushion"});
-    if (want_help(a, kPplHelp)) return 0;
+    Args a = parse_command(argc, argv, {}, {"text", "batch-tokens", "cushion"});
+    if (print_help_if_asked(a, kPplHelp)) return 0;
     const auto docs = read_documents(a.require("text"));
     PerplexityOptions o;
     o.max_batch_tokens = a.get_int("batch-tokens", 8192, 1, 1 << 24);
@@ -203,8 +189,8 @@ void write_heatmap(const std::string& path, const at::Tensor& map /*(L, T)*/) {
 }  // namespace
 
 int cmd_probe(int argc, char** argv) {
-    Args a = parse(argc, argv, {}, {"text", "prompt", "png", "site", "top", "cushion"});
-    if (want_help(a, kProbeHelp)) return 0;
+    Args a = parse_command(argc, argv, {}, {"text", "prompt", "png", "site", "top", "cushion"});
+    if (print_help_if_asked(a, kProbeHelp)) return 0;
     if (a.has("text") == a.has("prompt")) throw Error("probe needs exactly one of --text FILE or --prompt TEXT");
     const std::string site_s = a.get("site", "down_in");
     Site site = Site::DownIn;

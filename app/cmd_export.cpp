@@ -58,16 +58,6 @@ const char* kVerifyHelp =
 
 namespace {
 
-Args parse(int argc, char** argv, const std::set<std::string>& flags, const std::set<std::string>& values) {
-    return Args(argc, argv, 2, with(flags, common_flags()), with(values, common_values()));
-}
-
-bool want_help(const Args& a, const char* help) {
-    if (!a.has("help")) return false;
-    std::printf("%s\nCommon options:\n%s", help, kCommonHelp);
-    return true;
-}
-
 std::string fmt_bytes(uint64_t b) {
     char buf[32];
     if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
@@ -79,10 +69,10 @@ std::string fmt_bytes(uint64_t b) {
 }  // namespace
 
 int cmd_export(int argc, char** argv) {
-    Args a = parse(argc, argv, {"force"},
+    Args a = parse_command(argc, argv, {"force"},
                    {"cushion", "calib", "out", "text", "wbits", "group", "abits", "act", "smoothquant", "kv-bits",
                     "batch-tokens"});
-    if (want_help(a, kExportHelp)) return 0;
+    if (print_help_if_asked(a, kExportHelp)) return 0;
     if (a.get("dtype", "fp32") != "fp32" && a.get("dtype", "fp32") != "float32")
         throw Error("export computes in fp32 (the package stores float32 scales); drop --dtype");
     if (is_package_directory(model_arg(a))) throw Error(model_arg(a) + " is already a package; export from the original model");
@@ -166,8 +156,8 @@ int eval_package(const Args& a) {
 }
 
 int cmd_verify(int argc, char** argv) {
-    Args a = parse(argc, argv, {"hashes-only"}, {"text", "source", "batch-tokens"});
-    if (want_help(a, kVerifyHelp)) return 0;
+    Args a = parse_command(argc, argv, {"hashes-only"}, {"text", "source", "batch-tokens"});
+    if (print_help_if_asked(a, kVerifyHelp)) return 0;
     if (a.positional().size() != 1) throw Error("verify needs the package directory (see --help)");
     const std::string dir = a.positional()[0];
     if (!is_package_directory(dir)) throw Error(dir + ": not an exported package (no quantization.json)");

@@ -61,19 +61,6 @@ const char* kPlantHelp =
     "  --magnitude M          planted value / median |x| (default 2000)\n"
     "  --force                replace OUT if it exists\n";
 
-namespace {
-
-Args parse(int argc, char** argv, int first, const std::set<std::string>& flags, const std::set<std::string>& values) {
-    return Args(argc, argv, first, with(flags, common_flags()), with(values, common_values()));
-}
-
-bool want_help(const Args& a, const char* help) {
-    if (!a.has("help")) return false;
-    std::printf("%s\nCommon options:\n%s", help, kCommonHelp);
-    return true;
-}
-
-}  // namespace
 
 QuantConfig quant_config_from_args(const Args& a) {
     QuantConfig q;
@@ -95,9 +82,9 @@ QuantConfig quant_config_from_args(const Args& a) {
 }
 
 int cmd_eval(int argc, char** argv) {
-    Args a = parse(argc, argv, 2, {"sweep"},
+    Args a = parse_command(argc, argv, {"sweep"},
                    {"text", "calib", "wbits", "group", "abits", "act", "smoothquant", "kv-bits", "cushion", "batch-tokens"});
-    if (want_help(a, kEvalHelp)) return 0;
+    if (print_help_if_asked(a, kEvalHelp)) return 0;
     if (is_package_directory(model_arg(a))) return eval_package(a);  // its own quantization and cushion
     const QuantConfig base = quant_config_from_args(a);
     const auto eval_docs = read_documents(a.require("text"));
@@ -187,8 +174,8 @@ int cmd_eval(int argc, char** argv) {
 }
 
 int cmd_outliers(int argc, char** argv) {
-    Args a = parse(argc, argv, 2, {}, {"text", "threshold", "site", "top", "batch-tokens"});
-    if (want_help(a, kOutliersHelp)) return 0;
+    Args a = parse_command(argc, argv, {}, {"text", "threshold", "site", "top", "batch-tokens"});
+    if (print_help_if_asked(a, kOutliersHelp)) return 0;
     OutlierOptions o;
     o.threshold = a.get_double("threshold", 64, 1.0001, 1e12);
     if (!parse_site(a.get("site", "down_in").c_str(), &o.site))
@@ -241,8 +228,8 @@ int cmd_outliers(int argc, char** argv) {
 }
 
 int cmd_plant_outliers(int argc, char** argv) {
-    Args a = parse(argc, argv, 2, {"force"}, {"magnitude"});
-    if (want_help(a, kPlantHelp)) return 0;
+    Args a = parse_command(argc, argv, {"force"}, {"magnitude"});
+    if (print_help_if_asked(a, kPlantHelp)) return 0;
     if (a.positional().size() != 2) throw Error("plant-outliers needs IN and OUT (see --help)");
     const std::string out = a.positional()[1];
     if (std::filesystem::exists(out) && !a.has("force")) throw Error(out + " exists; pass --force to replace it");

@@ -193,7 +193,6 @@ int64_t GreedySearch::batch_size(int64_t n) const {
 GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& tokens, int64_t n,
                                                 const ProgressFn& progress, double f0, double f1,
                                                 const std::string& label) const {
-    at::NoGradGuard ng;
     Scores out;
     out.loss.assign(tokens.size(), std::numeric_limits<double>::quiet_NaN());
     if (tokens.empty()) return out;
@@ -201,29 +200,42 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     const auto dev = model_->device();
     const int64_t bs = std::min<int64_t>(batch_size(n), tokens.size());
     out.batch = bs;
-    at::Tensor sample = ids_tensor(std::vector<int32_t>(sample_.begin(), sample_.begin() + n), dev).unsqueeze(0);
-    const auto t0 = Clock::now();
+    const at::Tensor sample =
+        ids_tensor(std::vector<int32_t>(sample_.begin(), sample_.begin() + n), dev).unsqueeze(0);
     const size_t total = tokens.size();
-    for (size_t i = 0; i < total; i += bs) {
-        const double secs = seconds_since(t0);
-        std::string what = label + ": " + std::to_string(i) + "/" + std::to_string(total) + " candidates";
-        if (i > 0 && secs > 0) what += fmt(", %.1f/s", double(i) / secs);
-        report_progress(progress, f0 + (f1 - f0) * double(i) / double(total), what);
+    const size_t chunks = (total + bs - 1) / bs;
+    // One chunk: extend the shared prefix by one token per row, then run the sample after each row's
+    // (P + 1)-token cache. Rows write disjoint entries of out.loss.
+    auto run_chunk = [&](size_t c) {
+        at::NoGradGuard ng;
+        const size_t i = c * bs;
         const int64_t b = std::min<int64_t>(bs, total - i);
         std::vector<int32_t> chunk(tokens.begin() + i, tokens.begin() + i + b);
-        // Extend the shared prefix by one token per row.
         KVCache ext;
         ForwardArgs ea;
         ea.prefix = &prefix_kv_;
         ea.present = &ext;
         ea.skip_logits = true;
         model_->forward(ids_tensor(chunk, dev).unsqueeze(1), ea);
-        // The sample after each row's (P + 1)-token cache.
         ForwardArgs sa;
         sa.prefix = &ext;
         at::Tensor l = quantization_loss(*model_, sample.expand({b, n}), sa, opts_.loss).to(at::kCPU, at::kDouble);
         auto acc = l.accessor<double, 1>();
         for (int64_t j = 0; j < b; ++j) out.loss[i + j] = acc[j];
+    };
+    const auto t0 = Clock::now();
+    auto what = [&](size_t done) {
+        std::string w = label + ": " + std::to_string(done) + "/" + std::to_string(total) + " candidates";
+        const double secs = seconds_since(t0);
+        if (done > 0 && secs > 0) w += fmt(", %.1f/s", double(done) / secs);
+        return w;
+    };
+    auto fraction = [&](size_t done) { return f0 + (f1 - f0) * double(done) / double(total); };
+    // Chunks run one after the other, each with the intra-op threads. (Sharing whole chunks out to the
+    // threads was tried: on the shared 2-core test machine it was no faster; see tests/perf/RESULTS.md.)
+    for (size_t c = 0; c < chunks; ++c) {
+        report_progress(progress, fraction(c * bs), what(c * bs));
+        run_chunk(c);
     }
     report_progress(progress, f1, label + ": " + std::to_string(total) + "/" + std::to_string(total) + " candidates");
     return out;

@@ -461,49 +461,18 @@ void save_hf_directory(const Model& model, const std::string& dir_in) {
     std::vector<std::pair<fs::path, std::string>> copies;  // source file, name in the new directory
     for (const auto& [from, name] : hf_tokenizer_files(model)) copies.emplace_back(fs::path(from), name);
 
-    // ---- write into a temporary directory beside the target, then rename ----
-    std::string tmpl = (parent / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!mkdtemp(buf.data())) throw Error(dir + ": cannot create a temporary directory beside it");
-    const fs::path tmp(buf.data());
-    try {
-        fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                 fs::perms::others_read | fs::perms::others_exec, ec);
+    // ---- write into a temporary directory beside the target, then put it in place ----
+    write_directory_atomically(dir, /*overwrite=*/true, [&](const fs::path& tmp) {
+        std::error_code ec2;
         write_text_atomically((tmp / "config.json").string(), config_text);
         save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
         for (const auto& [from, name] : copies) {
-            fs::copy_file(from, tmp / name, fs::copy_options::overwrite_existing, ec);
-            if (ec) throw Error(from.string() + ": cannot copy into " + dir + ": " + ec.message());
-            fs::permissions(tmp / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
+            fs::copy_file(from, tmp / name, fs::copy_options::overwrite_existing, ec2);
+            if (ec2) throw Error(from.string() + ": cannot copy into " + dir + ": " + ec2.message());
+            fs::permissions(tmp / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec2);
             fsync_file((tmp / name).string());
         }
-        if (fs::exists(target, ec)) {
-            // Swap: the old directory moves aside, the new one takes its name, then the old one goes.
-            std::string old_tmpl = (parent / ("." + target.filename().string() + ".old-XXXXXX")).string();
-            std::vector<char> ob(old_tmpl.begin(), old_tmpl.end());
-            ob.push_back('\0');
-            if (!mkdtemp(ob.data())) throw Error(dir + ": cannot create a temporary name beside it");
-            const fs::path old(ob.data());
-            fs::rename(target, old / "d", ec);
-            if (ec) throw Error(dir + ": cannot move the old directory aside: " + ec.message());
-            fs::rename(tmp, target, ec);
-            if (ec) {
-                std::error_code ec2;
-                fs::rename(old / "d", target, ec2);
-                fs::remove_all(old, ec2);
-                throw Error(dir + ": cannot rename the new directory into place: " + ec.message());
-            }
-            fs::remove_all(old, ec);
-        } else {
-            fs::rename(tmp, target, ec);
-            if (ec) throw Error(dir + ": cannot rename the new directory into place: " + ec.message());
-        }
-    } catch (...) {
-        std::error_code ec2;
-        fs::remove_all(tmp, ec2);
-        throw;
-    }
+    });
 }
 
 }  // namespace cushion

@@ -101,59 +101,6 @@ void fsync_path(const std::string& p) {
     std::fclose(f);
 }
 
-// Creates a temporary directory beside `target`, lets `fill` write into it, then puts it in place (swapping out
-// an existing target). Any exception (Cancelled included) removes the temporary directory.
-void write_directory_atomically(const std::string& dir, bool overwrite, const std::function<void(const fs::path&)>& fill) {
-    fs::path target(dir);
-    fs::path parent = target.parent_path();
-    if (parent.empty()) parent = ".";
-    std::error_code ec;
-    if (fs::exists(target, ec)) {
-        if (!fs::is_directory(target, ec)) throw Error(dir + ": exists and is not a directory");
-        if (!overwrite) throw Error(dir + ": exists; pass --force to replace it");
-    }
-    fs::create_directories(parent, ec);
-    if (ec) throw Error(parent.string() + ": cannot create directory: " + ec.message());
-    std::string tmpl = (parent / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!mkdtemp(buf.data())) throw Error(dir + ": cannot create a temporary directory beside it");
-    const fs::path tmp(buf.data());
-    try {
-        fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                 fs::perms::others_read | fs::perms::others_exec, ec);
-        fill(tmp);
-        if (fs::exists(target, ec)) {
-            std::string old_tmpl = (parent / ("." + target.filename().string() + ".old-XXXXXX")).string();
-            std::vector<char> ob(old_tmpl.begin(), old_tmpl.end());
-            ob.push_back('\0');
-            if (!mkdtemp(ob.data())) throw Error(dir + ": cannot create a temporary name beside it");
-            const fs::path old(ob.data());
-            fs::rename(target, old / "d", ec);
-            if (ec) {
-                std::error_code ec2;
-                fs::remove_all(old, ec2);
-                throw Error(dir + ": cannot move the old package aside: " + ec.message());
-            }
-            fs::rename(tmp, target, ec);
-            if (ec) {
-                std::error_code ec2;
-                fs::rename(old / "d", target, ec2);
-                fs::remove_all(old, ec2);
-                throw Error(dir + ": cannot rename the new package into place: " + ec.message());
-            }
-            fs::remove_all(old, ec);
-        } else {
-            fs::rename(tmp, target, ec);
-            if (ec) throw Error(dir + ": cannot rename the new package into place: " + ec.message());
-        }
-    } catch (...) {
-        std::error_code ec2;
-        fs::remove_all(tmp, ec2);
-        throw;
-    }
-}
-
 // Stage-weighted progress: stage i of n maps [0,1] onto [i/n, (i+1)/n].
 struct Stages {
     const ProgressFn& fn;
