@@ -100,6 +100,10 @@ int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, a
     return attn + kv + act + lossq + cache;
 }
 
+int64_t default_memory_budget(c10::Device dev) {
+    return dev.is_cpu() ? int64_t(32) << 20 : int64_t(2) << 30;
+}
+
 double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n) {
     const double C = c.dim, Hd = c.hidden_dim, Q = double(c.n_heads) * c.head_dim, KV = c.kv_dim();
     const double linear = 2 * (C * Q + 2 * C * KV + Q * C + (c.arch == Arch::Llama ? 3 : 2) * C * Hd);
@@ -129,7 +133,7 @@ GreedySearch::GreedySearch(std::shared_ptr<const Model> model, std::vector<int32
     };
     if (!(opts_.tau > 0 && opts_.tau <= 1)) throw Error("greedy search: tau must be in (0, 1], got " + fmt("%g", opts_.tau));
     if (opts_.max_prefix < 1) throw Error("greedy search: the maximum prefix length must be at least 1");
-    if (opts_.memory_budget <= 0) throw Error("greedy search: the memory budget must be positive");
+    if (opts_.memory_budget < 0) throw Error("greedy search: the memory budget must be positive (0 = automatic)");
     if (opts_.prune_window < 1 || opts_.prune_keep < 1) throw Error("greedy search: prune window and keep must be >= 1");
     QuantLossHook validate(opts_.loss);  // throws on bad bits / sites
     (void)validate;
@@ -185,7 +189,8 @@ void GreedySearch::set_prefix(std::vector<int32_t> prefix) {
 int64_t GreedySearch::batch_size(int64_t n) const {
     const int64_t P = (int64_t)prefix_.size() + 1;
     const int64_t per = search_bytes_per_candidate(model_->config, P, n, model_->dtype());
-    int64_t b = std::max<int64_t>(1, opts_.memory_budget / std::max<int64_t>(per, 1));
+    const int64_t budget = opts_.memory_budget > 0 ? opts_.memory_budget : default_memory_budget(model_->device());
+    int64_t b = std::max<int64_t>(1, budget / std::max<int64_t>(per, 1));
     if (opts_.max_batch > 0) b = std::min(b, opts_.max_batch);
     return std::max<int64_t>(1, std::min<int64_t>(b, std::max<size_t>(candidates_.size(), 1)));
 }
@@ -232,7 +237,8 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     };
     auto fraction = [&](size_t done) { return f0 + (f1 - f0) * double(done) / double(total); };
     // Chunks run one after the other, each with the intra-op threads. (Sharing whole chunks out to the
-    // threads was tried: on the shared 2-core test machine it was no faster; see tests/perf/RESULTS.md.)
+    // threads, each computing its chunk single-threaded, was measured on the 2-core test VM: no faster
+    // than one thread; see tests/perf/RESULTS.md.)
     for (size_t c = 0; c < chunks; ++c) {
         report_progress(progress, fraction(c * bs), what(c * bs));
         run_chunk(c);

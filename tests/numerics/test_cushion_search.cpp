@@ -134,7 +134,7 @@ TEST(CushionSearch, StoriesStepIsDeterministic) {
 }
 
 // `cushion calibrate`: a cushion file eval accepts; a checkpoint that a resumed run continues from.
-TEST(SlowCushionSearch, CalibrateCliCheckpointAndResume) {
+TEST(CushionSearch, CalibrateCliCheckpointAndResume) {
     const std::string dir = temp_dir("calibrate-cli");
     const std::string B = bin_dir() + "/cushion calibrate " + stories_bin() + " --calib " + calib_text();
     const std::string common = " --sample-tokens 32 --candidates 3-40 --tau 1 --quiet --json --checkpoint " + dir + "/ck";
@@ -203,6 +203,8 @@ TEST(CushionSearch, CalibrateCliCtrlCLeavesNothingHalfWritten) {
     for (const auto& e : fs::directory_iterator(dir)) {
         const std::string name = e.path().filename().string();
         EXPECT_EQ(name, "ck") << "left behind: " << name;
-        if (name == "ck") EXPECT_NO_THROW(load_calib_checkpoint(e.path().string()));
+        if (name == "ck") {
+            EXPECT_NO_THROW(load_calib_checkpoint(e.path().string()));
+        }
     }
 }

@@ -12,7 +12,6 @@
 
 #include "greedy_search.h"
 #include "model_loader.h"
-#include "outlier_planting.h"
 #include "perplexity.h"
 #include "quant_loss.h"
 #include "resources.h"
@@ -67,7 +66,8 @@ void BM_MatmulFp32(benchmark::State& st) {
 }
 BENCHMARK(BM_MatmulFp32)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// One exhaustive step: 512 candidates x 509 tokens; arg = memory budget in MiB (sets the batch size).
+// One exhaustive step: 512 candidates x 509 tokens; arg = memory budget in MiB (sets the batch size;
+// 32 = the CPU default, one candidate per batch here).
 void BM_GreedyStepExhaustive(benchmark::State& st) {
     auto m = stories();
     GreedySearchOptions o = all_tokens(*m);
@@ -89,9 +89,9 @@ void BM_GreedyStepExhaustive(benchmark::State& st) {
     st.counters["GFLOP"] = flops / 1e9;
     st.counters["GFLOP/s"] = flops / 1e9 / secs;
     if (g_peak_gflops > 0) st.counters["of_peak_%"] = 100 * flops / 1e9 / secs / g_peak_gflops;
-    if (st.range(0) == 256) g_exhaustive_s = secs;
+    if (st.range(0) == 32) g_exhaustive_s = secs;
 }
-BENCHMARK(BM_GreedyStepExhaustive)->Arg(256)->Arg(32)->Arg(1024)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_GreedyStepExhaustive)->Arg(32)->Arg(256)->Arg(1024)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 
 // Pruned step: score all on a window of args[0] tokens, re-score the best args[1] on the whole sample.
 void BM_GreedyStepPruned(benchmark::State& st) {
@@ -108,43 +108,44 @@ void BM_GreedyStepPruned(benchmark::State& st) {
 }
 BENCHMARK(BM_GreedyStepPruned)->Args({64, 16})->Args({32, 16})->Args({128, 16})->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 
-// Agreement of the pruned step (window 64, keep 16) with the exhaustive one over several problems:
-// stories260K and the planted-outlier model, each with the start prefix <bos> and with <bos> + the
-// exhaustive step's choice, on calibration samples at three offsets.
+// Agreement of the pruned step with the exhaustive one over 12 problems: stories260K with the start
+// prefix <bos> and with <bos> + the exhaustive step's choice, on calibration samples at six offsets.
+// (The planted-outlier model gives the very same problems: with <bos> in the cushion its ordinary tokens
+// see exactly the original model.) args: window, keep. Also the pruned choice's L_q excess over the
+// exhaustive minimum.
 void BM_PrunedAgreement(benchmark::State& st) {
     auto m = stories();
-    auto planted = plant_outliers(*m, {});
-    planted->to(m->device(), m->dtype());
     const int64_t n = default_sample_tokens(m->config, kMaxPrefix);
     int agree = 0, total = 0, in_shortlist = 0;
-    double t_ex = 0, t_pr = 0;
+    double t_ex = 0, t_pr = 0, excess = 0;
     for (auto _ : st) {
-        for (auto model : {std::static_pointer_cast<const Model>(m), std::static_pointer_cast<const Model>(planted)}) {
-            for (int64_t off : {0, 700, 1400}) {
-                GreedySearchOptions o = all_tokens(*model);
-                GreedySearch s(model, sample_at(*model, off, n), o);
-                for (int depth = 0; depth < 2; ++depth) {
-                    auto ex = s.score(StepKind::Exhaustive);
-                    auto pr = s.score(StepKind::Pruned);
-                    t_ex += ex.seconds;
-                    t_pr += pr.seconds;
-                    ++total;
-                    agree += ex.best_token == pr.best_token;
-                    for (auto t : pr.shortlist) in_shortlist += t == ex.best_token;
-                    std::fprintf(stderr, "%s offset %lld depth %d: exhaustive %d (%.6g), pruned %d (%.6g)\n",
-                                 model == m ? "stories" : "planted", (long long)off, depth, ex.best_token,
-                                 ex.best_loss, pr.best_token, pr.best_loss);
-                    if (depth == 0) s.override_step(ex.best_token);
-                }
+        for (int64_t off : {0, 350, 700, 1050, 1400, 1750}) {
+            GreedySearchOptions o = all_tokens(*m);
+            o.prune_window = st.range(0);
+            o.prune_keep = static_cast<int>(st.range(1));
+            GreedySearch s(m, sample_at(*m, off, n), o);
+            for (int depth = 0; depth < 2; ++depth) {
+                auto ex = s.score(StepKind::Exhaustive);
+                auto pr = s.score(StepKind::Pruned);
+                t_ex += ex.seconds;
+                t_pr += pr.seconds;
+                ++total;
+                agree += ex.best_token == pr.best_token;
+                excess += pr.best_loss / ex.best_loss - 1;
+                for (auto t : pr.shortlist) in_shortlist += t == ex.best_token;
+                std::fprintf(stderr, "offset %lld depth %d: exhaustive %d (%.6g), pruned %d (%.6g)\n", (long long)off,
+                             depth, ex.best_token, ex.best_loss, pr.best_token, pr.best_loss);
+                if (depth == 0) s.override_step(ex.best_token);
             }
         }
     }
     st.counters["problems"] = total;
     st.counters["agree_%"] = 100.0 * agree / total;
     st.counters["best_in_shortlist_%"] = 100.0 * in_shortlist / total;
+    st.counters["mean_Lq_excess_%"] = 100.0 * excess / total;
     st.counters["speedup"] = t_ex / t_pr;
 }
-BENCHMARK(BM_PrunedAgreement)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_PrunedAgreement)->Args({64, 16})->Args({128, 64})->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 
 }  // namespace
 
@@ -158,7 +159,7 @@ int main(int argc, char** argv) {
 }
 namespace {
 // Where one candidate batch's time goes: forward alone, forward + L_q (arg: batch rows).
-void BM_ScratchParts(benchmark::State& st) {
+void BM_CandidateBatchParts(benchmark::State& st) {
     at::NoGradGuard ng;
     auto m = stories();
     const int64_t b = st.range(0), n = 509;
@@ -179,5 +180,5 @@ void BM_ScratchParts(benchmark::State& st) {
     st.counters["fwd_ms"] = 1e3 * tf / st.iterations();
     st.counters["fwd+lq_ms"] = 1e3 * tq / st.iterations();
 }
-BENCHMARK(BM_ScratchParts)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CandidateBatchParts)->Arg(1)->Arg(8)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
 }  // namespace

@@ -224,7 +224,9 @@ TEST(GreedySearch, AcceptedStepsDecreaseLqAndTheStopRules) {
     auto again = s.step();
     EXPECT_EQ(again.stop, s.stop_reason());
     EXPECT_EQ(s.history().size(), h);
-    if (s.stop_reason() == StopReason::MaxLength) EXPECT_EQ((int)s.prefix().size(), 5);
+    if (s.stop_reason() == StopReason::MaxLength) {
+        EXPECT_EQ((int)s.prefix().size(), 5);
+    }
 
     // tau tiny: the first step stops (no improvement), the prefix stays the start.
     GreedySearchOptions strict;
