@@ -118,6 +118,10 @@ void HeatmapCanvas::setData(int rows, int cols, std::vector<float> values) {
     hi_ = hi > 0 ? hi : 1;
     lo_ = lo_pos > 0 ? std::max<double>(lo_pos, hi_ * 1e-4) : hi_ * 1e-4;
     if (lo_ >= hi_) lo_ = hi_ / 10;
+    if (fixed_hi_ > 0) {
+        hi_ = fixed_hi_;
+        lo_ = fixed_lo_ > 0 && fixed_lo_ < fixed_hi_ ? fixed_lo_ : fixed_hi_ * 1e-4;
+    }
     for (auto& [k, l] : levels_)
         if (l.tex) stale_textures_.push_back(l.tex);
     levels_.clear();
@@ -125,6 +129,11 @@ void HeatmapCanvas::setData(int rows, int cols, std::vector<float> values) {
     if (selected_.x() >= cols_ || selected_.y() >= rows_) selected_ = {-1, -1};
     hovered_ = {-1, -1};
     update();
+}
+
+void HeatmapCanvas::setFixedScale(double lo, double hi) {
+    fixed_lo_ = lo;
+    fixed_hi_ = hi;
 }
 
 void HeatmapCanvas::clearData(const QString& message) {

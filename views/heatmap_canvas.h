@@ -42,6 +42,8 @@ public:
     // The token strip under the map: text per column, and which columns to highlight (outliers).
     void setTokenStrip(const QStringList& text, const std::vector<bool>& highlight);
     void setShowTokenStrip(bool on);
+    // A fixed colour scale [lo, hi] (e.g. shared by two maps shown side by side); hi <= 0: from the data.
+    void setFixedScale(double lo, double hi);
     // Tooltip text for a hovered cell; default "row r, col c: value".
     void setTooltipProvider(std::function<QString(int row, int col, float value)> fn) { tooltip_ = std::move(fn); }
 
@@ -101,6 +103,7 @@ private:
     int rows_ = 0, cols_ = 0;
     std::vector<float> values_;
     double lo_ = 1e-3, hi_ = 1;
+    double fixed_lo_ = 0, fixed_hi_ = 0;
     QString title_, row_name_ = "row", col_name_ = "column", message_ = "No data";
     QStringList row_labels_, strip_text_;
     std::vector<bool> strip_highlight_;

@@ -1,13 +1,22 @@
-// The studio's main window: the two heatmap canvases in the centre, docks for the model, the prompt,
-// quantization, the (coming) search, and a log; menus with shortcuts, a status bar with device and
-// memory, settings remembered with QSettings. All engine work goes to the workers (workers.h).
+// The studio's main window: in the centre the two heatmap canvases (layers x tokens, channels x tokens)
+// and, on a second tab, the prompt's layers x tokens map before and after the current cushion side by
+// side; docks for the model, the prompt, quantization, the greedy search, prefix tuning and a log; the
+// export dialog; session project files (File > Save / Open session); menus with shortcuts, a status bar
+// with device and memory, settings remembered with QSettings. All engine work goes to the workers
+// (workers.h, search_workers.h); Run loops of the search and of tuning are driven from here, one step per
+// job, so Pause takes effect between steps and Cancel interrupts the step in progress.
 #pragma once
 #include <QMainWindow>
 #include <QStringList>
 
+#include <memory>
+
+#include "search_workers.h"
+#include "session.h"
 #include "workers.h"
 
 class QComboBox;
+class QTabWidget;
 class QDockWidget;
 class QDoubleSpinBox;
 class QLabel;
@@ -24,6 +33,8 @@ class ModelPanel;
 class PromptPanel;
 class QuantPanel;
 class SearchPanel;
+class TunePanel;
+class ExportDialog;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -44,6 +55,34 @@ public:
     void cancelAll();
     void showError(const QString& message);
 
+    // Greedy search (the search panel's buttons). Step / Score / Run start a search first when there is none.
+    void newSearch();
+    void searchStep();
+    void searchScore();
+    void searchRun();
+    void searchPause();   // after the current step
+    void searchCancel();  // interrupts the current step
+    void acceptBest();
+    void useSelected();   // the candidate selected in the table, instead of the best when right after a step
+    void undoSearchStep();
+    // Prefix tuning (the tuning panel's buttons).
+    void startTuning();
+    void pauseTuning();
+    void resumeTuning();
+    void tuneStep();
+    void cancelTuning();
+    void measurePerplexity();
+    // Export and sessions.
+    void showExportDialog();
+    void exportPackage();  // with the dialog's settings
+    void saveSession(const QString& path);  // sessionSaved() when written
+    void openSession(const QString& path);  // sessionOpened() when the model, search and cushion are back
+    void requestCompare();
+    // The cushion export, the before/after view and sessions use: the tuned one when there is one for the
+    // search's prefix, else the search's.
+    CushionPtr currentCushion() const;
+    bool cushionIsTuned() const;
+
     // For tests and the screenshots.
     ModelInfoPtr model() const { return model_; }
     HeatmapDataPtr heatmap() const { return data_; }
@@ -54,6 +93,22 @@ public:
     QuantPanel* quantPanel() const { return quant_panel_; }
     QDockWidget* searchDock() const { return search_dock_; }
     QDockWidget* quantDock() const { return quant_dock_; }
+    QDockWidget* tuneDock() const { return tune_dock_; }
+    SearchPanel* searchPanel() const { return search_panel_; }
+    TunePanel* tunePanel() const { return tune_panel_; }
+    ExportDialog* exportDialog() const { return export_dialog_; }
+    SearchSnapshotPtr searchSnapshot() const { return search_snap_; }
+    TuneSnapshotPtr tuneSnapshot() const { return tune_snap_; }
+    CompareDataPtr comparison() const { return compare_; }
+    HeatmapCanvas* beforeCanvas() const { return before_canvas_; }
+    HeatmapCanvas* afterCanvas() const { return after_canvas_; }
+    QTabWidget* centreTabs() const { return centre_tabs_; }
+    QString compareSummary() const;
+    QString sessionPath() const { return session_path_; }
+    bool searchRunning() const { return search_running_; }
+    bool tuneRunning() const { return tune_running_; }
+    bool searchBusy() const { return search_jobs_ > 0 || search_starting_ || search_running_; }
+    bool tuneBusy() const { return tune_jobs_ > 0 || tune_running_; }
     WorkerThreads* workers() const { return workers_; }
     QString errorText() const;
     QStringList recentFiles() const { return recent_; }
@@ -71,6 +126,15 @@ signals:
     void heatmapUpdated();
     void quantizationDone();
     void errorShown(const QString& message);
+    void searchUpdated();
+    void searchJobEnded();  // after any search job (success, failure, cancel)
+    void tuningUpdated();
+    void tuneJobEnded();
+    void perplexityMeasured();
+    void exportDone();
+    void sessionSaved(const QString& path);
+    void sessionOpened();
+    void compareUpdated();
 
 protected:
     void closeEvent(QCloseEvent* e) override;
@@ -92,6 +156,26 @@ private:
     void onModelLoaded(const ModelInfoPtr& info);
     void onProbed(const HeatmapDataPtr& data);
     QString tokenLabel(int t) const;
+    QWidget* buildCompareView();
+    void refreshCompare();
+    void postSearchStart(const QString& restore_state);
+    bool ensureSearch(int then);  // false: a search is being started; `then` runs after it
+    void runPendingSearchAction();
+    void postSearchStep();
+    void postSearchScore();
+    void postTuneStep();
+    void onSearchUpdated(const SearchSnapshotPtr& snap);
+    void onTuneUpdated(const TuneSnapshotPtr& snap);
+    void invalidateTuning(const QString& why);
+    void updateSearchBusy();
+    void updateTuneBusy();
+    void resetCushionWork();  // forget the search, the tuning and their cushions
+    void cushionChanged();
+    bool searchIdle() const { return search_jobs_ == 0 && !search_starting_ && !search_running_; }
+    bool tuneIdle() const { return tune_jobs_ == 0 && !tune_running_; }
+    void continueSessionRestore();
+    void finishSessionRestore(const QString& problem);
+    PplRequest pplRequest(PplWhich which, const CushionPtr& c) const;
 
     Options opts_;
     WorkerThreads* workers_;
@@ -118,6 +202,29 @@ private:
     SearchPanel* search_panel_;
     QPlainTextEdit* log_;
     QDockWidget *model_dock_, *prompt_dock_, *quant_dock_, *search_dock_, *log_dock_;
+    TunePanel* tune_panel_;
+    QDockWidget* tune_dock_;
+    ExportDialog* export_dialog_ = nullptr;
+    QTabWidget* centre_tabs_;
+    HeatmapCanvas *before_canvas_, *after_canvas_;
+    QLabel* compare_label_;
+    CompareDataPtr compare_;
+    quint64 compare_id_ = 0;
+    bool compare_dirty_ = true;
+
+    SearchSnapshotPtr search_snap_;
+    TuneSnapshotPtr tune_snap_;
+    CushionPtr tuned_cushion_;        // the tuned cushion (from tuning or a session), for search_snap_'s prefix
+    std::vector<TunePoint> restored_points_;
+    bool search_running_ = false, search_starting_ = false;
+    int search_jobs_ = 0, tune_jobs_ = 0;  // posted and not yet finished
+    int pending_search_action_ = 0;   // 1 step, 2 score, 3 run: after the search being started
+    bool tune_running_ = false;
+    bool auto_compare_tab_ = true;
+    QString session_path_;
+    std::unique_ptr<SessionData> pending_session_;
+    int session_stage_ = 0;           // 1: waiting for the model, 2: the search, 3: the cushion
+
     QMenu* recent_menu_;
     QMenu* view_menu_;
     QLabel *status_task_, *status_device_, *status_memory_;

@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 
 #include "activation_probe.h"
+#include "cushion.h"
 #include "error.h"
 #include "model.h"
 #include "model_loader.h"
@@ -10,6 +11,7 @@
 #include "quant_config.h"
 #include "quantized_model.h"
 
+#include "search_workers.h"
 #include "workers.h"
 
 #include <QDateTime>
@@ -30,6 +32,12 @@ struct MetaTypes {
         qRegisterMetaType<ModelInfoPtr>("studio::ModelInfoPtr");
         qRegisterMetaType<HeatmapDataPtr>("studio::HeatmapDataPtr");
         qRegisterMetaType<QuantResultPtr>("studio::QuantResultPtr");
+        qRegisterMetaType<CompareDataPtr>("studio::CompareDataPtr");
+        qRegisterMetaType<SearchSnapshotPtr>("studio::SearchSnapshotPtr");
+        qRegisterMetaType<TuneSnapshotPtr>("studio::TuneSnapshotPtr");
+        qRegisterMetaType<PplResultPtr>("studio::PplResultPtr");
+        qRegisterMetaType<ExportResultPtr>("studio::ExportResultPtr");
+        qRegisterMetaType<CushionPtr>("studio::CushionPtr");
     }
 };
 
@@ -232,67 +240,116 @@ void ModelWorker::load(const QString& path, const QString& device, const QString
 
 // ----------------------------------------------------------------------------------------- ProbeWorker
 
+namespace {
+
+// Probes `ids` (after `prefix` when given) and fills the layer x token maps of every site, and the channel
+// maps the capture keeps (every (layer, site) when `all_maps`, else (layer, site); none when layer < 0).
+std::shared_ptr<HeatmapData> probeTokens(const cushion::Model& m, std::vector<int32_t> ids, const cushion::KVCache* prefix,
+                                         int layer, int site) {
+    const auto& tk = *m.tokenizer;
+    auto data = std::make_shared<HeatmapData>();
+    const int64_t room = m.config.max_seq_len - (prefix ? prefix->length() : 0);
+    if (static_cast<int64_t>(ids.size()) > room) {
+        ids.resize(std::max<int64_t>(room, 0));
+        data->truncated = true;
+    }
+    const int T = static_cast<int>(ids.size());
+    const int L = static_cast<int>(m.config.n_layers);
+    if (T == 0) throw cushion::Error("the prompt has no tokens");
+    std::vector<int64_t> ids64(ids.begin(), ids.end());
+    at::Tensor tokens = at::tensor(ids64, at::kLong).reshape({1, T}).to(m.device());
+
+    cushion::ProbeOptions po;
+    po.top_k = 8;
+    cushion::ActivationProbe probe(L, po);
+    // Full maps for every (layer, site) when they fit in 128 MiB, else only the one shown.
+    const int64_t widest = std::max(m.config.dim, m.config.hidden_dim);
+    const bool all = layer >= 0 && int64_t(L) * kSites * T * widest * 4 <= (int64_t(128) << 20);
+    ChannelCapture capture(L, all, layer, site);
+    cushion::HookChain chain;
+    chain.hooks = {&probe, &capture};
+    cushion::ForwardArgs fa;
+    fa.hook = &chain;
+    fa.prefix = prefix;
+    fa.skip_logits = true;
+    m.forward(tokens, fa);
+    auto res = probe.take();
+
+    data->model_key = &m;
+    data->layers = L;
+    data->tokens = T;
+    data->token_ids.assign(ids.begin(), ids.end());
+    for (int t = 0; t < T; ++t) {
+        data->token_text << printable(tk.decode_token(t ? ids[t - 1] : -1, ids[t]));
+        data->token_piece << printable(tk.piece(ids[t]));
+    }
+    for (int s = 0; s < kSites; ++s) {
+        auto& mx = data->token_max[s];
+        auto& rt = data->token_ratio[s];
+        mx.resize(size_t(L) * T);
+        rt.resize(size_t(L) * T);
+        for (int l = 0; l < L; ++l) {
+            const cushion::SiteSummary& S = res->at(l, static_cast<cushion::Site>(s));
+            if (!S.defined()) continue;
+            at::Tensor a = S.token_max[0].to(at::kFloat).contiguous();
+            at::Tensor r = S.ratio()[0].to(at::kFloat).contiguous();
+            std::copy(a.data_ptr<float>(), a.data_ptr<float>() + T, mx.begin() + size_t(l) * T);
+            std::copy(r.data_ptr<float>(), r.data_ptr<float>() + T, rt.begin() + size_t(l) * T);
+        }
+    }
+    if (layer >= 0) data->channel_maps = std::move(capture.maps);
+    return data;
+}
+
+}  // namespace
+
 void ProbeWorker::probe(const ProbeRequest& req) {
     if (req.id < latest_.load()) return;  // a newer prompt is queued: skip this one
     runJob("Probing", [&] {
         QElapsedTimer timer;
         timer.start();
         const cushion::Model& m = *req.model->model;
-        const auto& tk = *m.tokenizer;
-        std::vector<int32_t> ids = tk.encode(req.text.toStdString(), true);
-        auto data = std::make_shared<HeatmapData>();
-        if (static_cast<int64_t>(ids.size()) > m.config.max_seq_len) {
-            ids.resize(m.config.max_seq_len);
-            data->truncated = true;
-        }
-        const int T = static_cast<int>(ids.size());
-        const int L = static_cast<int>(m.config.n_layers);
-        if (T == 0) throw cushion::Error("the prompt has no tokens");
-        std::vector<int64_t> ids64(ids.begin(), ids.end());
-        at::Tensor tokens = at::tensor(ids64, at::kLong).reshape({1, T}).to(m.device());
-
-        cushion::ProbeOptions po;
-        po.top_k = 8;
-        cushion::ActivationProbe probe(L, po);
-        // Full maps for every (layer, site) when they fit in 128 MiB, else only the one shown.
-        const int64_t widest = std::max(m.config.dim, m.config.hidden_dim);
-        const bool all = int64_t(L) * kSites * T * widest * 4 <= (int64_t(128) << 20);
-        ChannelCapture capture(L, all, req.layer, req.site);
-        cushion::HookChain chain;
-        chain.hooks = {&probe, &capture};
-        cushion::ForwardArgs fa;
-        fa.hook = &chain;
-        fa.skip_logits = true;
+        std::vector<int32_t> ids = m.tokenizer->encode(req.text.toStdString(), true);
         if (!report(0.1, "forward pass")) throw cushion::Cancelled();
-        m.forward(tokens, fa);
-        auto res = probe.take();
-
+        auto data = probeTokens(m, std::move(ids), nullptr, req.layer, req.site);
         data->request_id = req.id;
         data->model_key = req.model->model.get();
-        data->layers = L;
-        data->tokens = T;
-        data->token_ids.assign(ids.begin(), ids.end());
-        for (int t = 0; t < T; ++t) {
-            data->token_text << printable(tk.decode_token(t ? ids[t - 1] : -1, ids[t]));
-            data->token_piece << printable(tk.piece(ids[t]));
-        }
-        for (int s = 0; s < kSites; ++s) {
-            auto& mx = data->token_max[s];
-            auto& rt = data->token_ratio[s];
-            mx.resize(size_t(L) * T);
-            rt.resize(size_t(L) * T);
-            for (int l = 0; l < L; ++l) {
-                const cushion::SiteSummary& S = res->at(l, static_cast<cushion::Site>(s));
-                if (!S.defined()) continue;
-                at::Tensor a = S.token_max[0].to(at::kFloat).contiguous();
-                at::Tensor r = S.ratio()[0].to(at::kFloat).contiguous();
-                std::copy(a.data_ptr<float>(), a.data_ptr<float>() + T, mx.begin() + size_t(l) * T);
-                std::copy(r.data_ptr<float>(), r.data_ptr<float>() + T, rt.begin() + size_t(l) * T);
-            }
-        }
-        data->channel_maps = std::move(capture.maps);
         data->seconds = timer.elapsed() / 1000.0;
         emit probed(data);
+    });
+}
+
+void ProbeWorker::compare(const CompareRequest& req) {
+    if (req.id < latest_compare_.load()) return;  // a newer one is queued
+    runJob("Probing before / after the cushion", [&] {
+        QElapsedTimer timer;
+        timer.start();
+        const cushion::Model& m = *req.model->model;
+        if (!req.cushion) throw cushion::Error("no cushion to compare with");
+        cushion::check_cushion_fits(*req.cushion, m, "the cushion");
+        const cushion::Cushion c = cushion::cushion_to(*req.cushion, m.device(), m.dtype());
+        std::vector<int32_t> ids = m.tokenizer->encode(req.text.toStdString(), true);
+        // Without the cushion the text runs with its <bos>; with it, without (the cushion starts with <bos>).
+        std::vector<int32_t> text = ids;
+        const int32_t bos = m.tokenizer->bos_id();
+        if (!text.empty() && text.front() == bos) text.erase(text.begin());
+        if (text.empty()) throw cushion::Error("the prompt has no tokens");
+        if (!report(0.1, "forward pass without the cushion")) throw cushion::Cancelled();
+        auto before = probeTokens(m, ids, nullptr, -1, 0);
+        if (!report(0.5, "forward pass after the cushion")) throw cushion::Cancelled();
+        auto after = probeTokens(m, text, &c.kv, -1, 0);
+        auto out = std::make_shared<CompareData>();
+        out->request_id = req.id;
+        out->model_key = req.model->model.get();
+        before->model_key = after->model_key = out->model_key;
+        before->seconds = after->seconds = timer.elapsed() / 1000.0;
+        out->before = before;
+        out->after = after;
+        QStringList pieces;
+        for (int32_t t : c.prefix_ids) pieces << "'" + printable(m.tokenizer->piece(t)) + "'";
+        out->prefix_text = pieces.join(' ');
+        out->prefix_len = static_cast<int>(c.prefix_ids.size());
+        emit compared(out);
     });
 }
 
@@ -400,13 +457,23 @@ WorkerThreads::WorkerThreads(QObject* parent) : QObject(parent) {
     model_ = new ModelWorker;
     probe_ = new ProbeWorker;
     quant_ = new QuantWorker;
+    search_ = new SearchWorker;
+    tune_ = new TuneWorker;
+    export_ = new ExportWorker;
     model_thread_.setObjectName("studio-model");
     probe_thread_.setObjectName("studio-probe");
     quant_thread_.setObjectName("studio-quant");
+    search_thread_.setObjectName("studio-search");
+    tune_thread_.setObjectName("studio-tune");
+    export_thread_.setObjectName("studio-export");
     model_->moveToThread(&model_thread_);
     probe_->moveToThread(&probe_thread_);
     quant_->moveToThread(&quant_thread_);
-    for (auto* t : {&model_thread_, &probe_thread_, &quant_thread_}) t->start();
+    search_->moveToThread(&search_thread_);
+    tune_->moveToThread(&tune_thread_);
+    export_->moveToThread(&export_thread_);
+    for (auto* t : {&model_thread_, &probe_thread_, &quant_thread_, &search_thread_, &tune_thread_, &export_thread_})
+        t->start();
 }
 
 WorkerThreads::~WorkerThreads() {
@@ -415,7 +482,10 @@ WorkerThreads::~WorkerThreads() {
     QMetaObject::invokeMethod(model_, [w = model_] { delete w; }, Qt::QueuedConnection);
     QMetaObject::invokeMethod(probe_, [w = probe_] { delete w; }, Qt::QueuedConnection);
     QMetaObject::invokeMethod(quant_, [w = quant_] { delete w; }, Qt::QueuedConnection);
-    for (auto* t : {&model_thread_, &probe_thread_, &quant_thread_}) {
+    QMetaObject::invokeMethod(search_, [w = search_] { delete w; }, Qt::QueuedConnection);
+    QMetaObject::invokeMethod(tune_, [w = tune_] { delete w; }, Qt::QueuedConnection);
+    QMetaObject::invokeMethod(export_, [w = export_] { delete w; }, Qt::QueuedConnection);
+    for (auto* t : {&model_thread_, &probe_thread_, &quant_thread_, &search_thread_, &tune_thread_, &export_thread_}) {
         t->quit();
         t->wait();
     }
@@ -430,6 +500,9 @@ void WorkerThreads::cancelAll() {
     model_->requestCancel();
     probe_->requestCancel();
     quant_->requestCancel();
+    search_->requestCancel();
+    tune_->requestCancel();
+    export_->requestCancel();
 }
 
 qint64 processRss() {

@@ -1,4 +1,5 @@
-// The studio's long work — load a model, probe a prompt, quantize and evaluate — as QObject workers
+// The studio's long work — load a model, probe a prompt, quantize and evaluate (and, in search_workers.h,
+// search, tune, export) — as QObject workers
 // that live on their own QThreads (PlotJuggler's pattern). Each worker:
 //   - is driven by queued calls from the GUI thread (WorkerThreads::post),
 //   - reports progress, failure and cancellation as signals,
@@ -20,6 +21,7 @@
 
 namespace cushion {
 class Model;
+struct Cushion;
 }
 
 namespace studio {
@@ -74,6 +76,23 @@ struct HeatmapData {
     const ChannelMap* channelMap(int layer, int site) const;
 };
 using HeatmapDataPtr = std::shared_ptr<const HeatmapData>;
+
+// The prompt probed twice for the before/after view: as typed (with its <bos>), and after a cushion (its KV
+// prepended, the text without <bos>: the cushion starts with it). Layer x token maps of every site only.
+struct CompareRequest {
+    quint64 id = 0;
+    ModelInfoPtr model;
+    QString text;
+    std::shared_ptr<const cushion::Cushion> cushion;
+};
+struct CompareData {
+    quint64 request_id = 0;
+    const void* model_key = nullptr;
+    HeatmapDataPtr before, after;
+    QString prefix_text;   // the cushion's pieces
+    int prefix_len = 0;
+};
+using CompareDataPtr = std::shared_ptr<const CompareData>;
 
 // A quantization scheme as the panel edits it (mirrors cushion::QuantConfig without its headers).
 struct QuantSettings {
@@ -152,12 +171,19 @@ public:
     // Called on the GUI thread before posting: requests older than this are skipped (debounce).
     void setLatest(quint64 id) { latest_.store(id); }
     void probe(const ProbeRequest& req);
+    void setLatestCompare(quint64 id) { latest_compare_.store(id); }
+    void compare(const CompareRequest& req);
 signals:
     void probed(studio::HeatmapDataPtr data);
+    void compared(studio::CompareDataPtr data);
 
 private:
-    std::atomic<quint64> latest_{0};
+    std::atomic<quint64> latest_{0}, latest_compare_{0};
 };
+
+class SearchWorker;
+class TuneWorker;
+class ExportWorker;
 
 class QuantWorker : public Worker {
     Q_OBJECT
@@ -177,14 +203,20 @@ public:
     ModelWorker* model() const { return model_; }
     ProbeWorker* probe() const { return probe_; }
     QuantWorker* quant() const { return quant_; }
+    SearchWorker* search() const { return search_; }  // search_workers.h
+    TuneWorker* tune() const { return tune_; }
+    ExportWorker* exporter() const { return export_; }
     static void post(Worker* w, std::function<void()> fn);
     void cancelAll();
 
 private:
-    QThread model_thread_, probe_thread_, quant_thread_;
+    QThread model_thread_, probe_thread_, quant_thread_, search_thread_, tune_thread_, export_thread_;
     ModelWorker* model_;
     ProbeWorker* probe_;
     QuantWorker* quant_;
+    SearchWorker* search_;
+    TuneWorker* tune_;
+    ExportWorker* export_;
 };
 
 // Resident set size of this process in bytes (0 if unknown).
@@ -196,3 +228,4 @@ QString formatBytes(qint64 bytes);
 Q_DECLARE_METATYPE(studio::ModelInfoPtr)
 Q_DECLARE_METATYPE(studio::HeatmapDataPtr)
 Q_DECLARE_METATYPE(studio::QuantResultPtr)
+Q_DECLARE_METATYPE(studio::CompareDataPtr)

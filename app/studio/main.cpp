@@ -1,4 +1,4 @@
-// cushion-studio: the desktop app. Usage: cushion-studio [MODEL] [--no-restore]
+// cushion-studio: the desktop app. Usage: cushion-studio [MODEL | SESSION.cushionstudio] [--no-restore]
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QSurfaceFormat>
@@ -18,7 +18,8 @@ void addOptions(QCommandLineParser& cli) {
     cli.setApplicationDescription("CushionCache Studio: see activation outliers, quantize, search a cushion prefix.");
     cli.addHelpOption();
     cli.addVersionOption();
-    cli.addPositionalArgument("model", "A model to open: llama2.c .bin, .gguf or a Hugging Face directory.");
+    cli.addPositionalArgument("model", "A model to open: llama2.c .bin, .gguf or a Hugging Face directory; or a "
+                                       "session file (.cushionstudio) saved by File > Save session.");
     cli.addOption(QCommandLineOption("no-restore", "Do not reopen the last model and prompt."));
 }
 
@@ -61,7 +62,12 @@ int main(int argc, char** argv) {
     w.show();
     if (!cli.positionalArguments().isEmpty()) {
         const QString path = cli.positionalArguments().first();
-        QTimer::singleShot(0, &w, [&w, path] { w.openModel(path); });
+        QTimer::singleShot(0, &w, [&w, path] {
+            if (path.endsWith(".cushionstudio"))
+                w.openSession(path);
+            else
+                w.openModel(path);
+        });
     }
     return app.exec();
 }

@@ -1,7 +1,9 @@
 // GUI tests: QtTest drives the real studio window under Xvfb, as a person would use it: open the default
 // model, type a prompt and wait for the heatmap, hover/click/zoom/pan, switch probe sites, quantize and
-// read the perplexities and the chart, cancel, see errors in the window, drag and drop a model, and get
-// the session back from the settings. Screenshots of each stage go to resources/screenshots/.
+// read the perplexities and the chart, cancel, step the greedy search (override a step, undo, score
+// first, run / pause / cancel), tune the prefix with live loss curves, export a package with progress and
+// cancel, save a session and reopen it in a new window, see errors in the window, drag and drop a model,
+// and get the session back from the settings. Screenshots of each stage go to resources/screenshots/.
 #include <QApplication>
 #include <QDir>
 #include <QDockWidget>
@@ -21,19 +23,35 @@
 #include <QTreeWidget>
 #include <QUrl>
 
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QPainter>
+#include <QSpinBox>
+#include <QTabWidget>
+#include <QTableView>
+#include <QTableWidget>
 #include <QtCharts/QAbstractSeries>
+#include <QtCharts/QAreaSeries>
 #include <QtCharts/QBarSeries>
 #include <QtCharts/QChart>
 #include <QtCharts/QChartView>
+#include <QtCharts/QLineSeries>
 
+#include <cmath>
 #include <memory>
 #include <random>
 
+#include "export_dialog.h"
 #include "heatmap_canvas.h"
 #include "main_window.h"
 #include "model_panel.h"
 #include "prompt_panel.h"
 #include "quant_panel.h"
+#include "search_panel.h"
+#include "search_workers.h"
+#include "session.h"
+#include "tune_panel.h"
 
 using namespace studio;
 
@@ -42,6 +60,7 @@ namespace {
 QString resource(const QString& rel) { return QString(CUSHION_TEST_RESOURCE_DIR) + "/" + rel; }
 
 void screenshot(QWidget* w, const QString& name) {
+    QTest::qWait(50);  // let pending layouts settle (a label that just changed its text)
     QDir().mkpath(CUSHION_SCREENSHOT_DIR);
     const QString path = QString(CUSHION_SCREENSHOT_DIR) + "/" + name + ".png";
     QVERIFY2(w->grab().save(path), qPrintable("cannot save " + path));
@@ -61,6 +80,57 @@ bool canvasShowsMap(HeatmapCanvas* c) {
             if (px.red() > 60 || px.green() > 60) ++coloured;
         }
     return coloured > 0;
+}
+
+// The longest gap between ticks of a 5 ms timer on the GUI thread while it runs: how long the GUI stalls.
+class StallMeter {
+public:
+    StallMeter() {
+        QObject::connect(&tick_, &QTimer::timeout, [this] { longest_ = std::max(longest_, gap_.restart()); });
+        restart();
+    }
+    void restart() {
+        longest_ = 0;
+        gap_.start();
+        tick_.start(5);
+    }
+    qint64 stop() {
+        tick_.stop();
+        return longest_;
+    }
+
+private:
+    QTimer tick_;
+    QElapsedTimer gap_;
+    qint64 longest_ = 0;
+};
+
+// A dialog drawn over the window it belongs to, for the screenshots.
+void screenshotWithDialog(QWidget* w, QWidget* dialog, const QString& name) {
+    QTest::qWait(50);
+    QDir().mkpath(CUSHION_SCREENSHOT_DIR);
+    QPixmap base = w->grab();
+    const QPixmap d = dialog->grab();
+    {
+        // Xvfb has no window manager: draw a title bar like one would.
+        QPainter p(&base);
+        const int bar = 26;
+        const QPoint at((base.width() - d.width()) / 2, (base.height() - d.height() - bar) / 3 + bar);
+        const QRect frame(at - QPoint(1, bar), QSize(d.width() + 2, d.height() + bar + 1));
+        p.fillRect(frame.translated(6, 6), QColor(0, 0, 0, 90));  // a shadow
+        p.fillRect(frame, QColor(58, 60, 66));
+        p.setPen(Qt::white);
+        p.drawText(QRect(frame.left() + 10, frame.top(), frame.width() - 20, bar), Qt::AlignVCenter, dialog->windowTitle());
+        p.drawPixmap(at, d);
+    }
+    const QString path = QString(CUSHION_SCREENSHOT_DIR) + "/" + name + ".png";
+    QVERIFY2(base.save(path), qPrintable("cannot save " + path));
+}
+
+bool isSortedByLoss(SearchPanel* sp, const SearchScores& sc) {
+    for (int r = 1; r < sp->candidateRows(); ++r)
+        if (sc.loss[sp->candidateAt(r)] < sc.loss[sp->candidateAt(r - 1)]) return false;
+    return true;
 }
 
 }  // namespace
@@ -274,6 +344,390 @@ private slots:
         q->setTextPaths(calib, old_eval);
     }
 
+    // ---- CushionCache in the studio: search, tuning, export, sessions (issue 7, items 4-6).
+    // Small settings so the whole file stays near a minute on 2 busy cores: 256 candidate tokens, a
+    // 48-token sample, pruned second steps, 1 tuning epoch over documents cut to 48 tokens.
+
+    void searchStepsOverridesAndUndoes() {
+        QSignalSpy loaded(w_.get(), &MainWindow::modelLoaded);
+        w_->openDefaultModel();
+        QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 1, 30000);
+        QSignalSpy heat(w_.get(), &MainWindow::heatmapUpdated);
+        typePrompt("Tom had a big red ball. He liked to play with it in the park every day.");
+        QTRY_VERIFY_WITH_TIMEOUT(heat.count() >= 1, 20000);
+
+        SearchPanel* sp = w_->searchPanel();
+        SearchSettings s;
+        s.tau = 1.0;  // accept any improvement: every step here grows the prefix
+        s.max_prefix = 5;
+        s.sample_tokens = 48;
+        s.candidates = "3-258";
+        s.pruned = false;
+        s.prune_window = 12;
+        s.prune_keep = 8;
+        sp->setSettings(s);
+        w_->searchDock()->raise();
+        QVERIFY(sp->isEnabled());
+        QVERIFY(sp->stepButton()->isEnabled());
+        QVERIFY(!sp->acceptButton()->isEnabled());
+        QSignalSpy su(w_.get(), &MainWindow::searchUpdated);
+
+        // Step 1 (exhaustive over 256 candidates), measuring the GUI thread's longest stall.
+        StallMeter meter;
+        QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 2 && !w_->searchBusy(), 60000);  // started, stepped
+        const qint64 stall1 = meter.stop();
+        SearchSnapshotPtr s1 = w_->searchSnapshot();
+        QVERIFY(s1);
+        QCOMPARE(int(s1->prefix.size()), 2);
+        QCOMPARE(s1->prefix[0], 1);  // <bos>
+        QCOMPARE(s1->candidates, 256);
+        QCOMPARE(s1->sample_tokens, 48);
+        QVERIFY(s1->scores && s1->scores->committed && !s1->scores->pruned);
+        QCOMPARE(sp->candidateRows(), 256);
+        QVERIFY(isSortedByLoss(sp, *s1->scores));
+        QCOMPARE(sp->candidateAt(0), s1->prefix[1]);  // the best was appended
+        QVERIFY(s1->loss < s1->initial_loss);
+        QVERIFY2(sp->decisionText().contains("accept"), qPrintable(sp->decisionText()));
+        QVERIFY(sp->prefixText().contains(s1->vocab->at(s1->prefix[1])));
+        // The ratio column is L_q / L_q(prefix).
+        const QModelIndex ratio = sp->candidateView()->model()->index(0, 4);
+        QCOMPARE(ratio.data().toString(), QString::number(s1->scores->best_loss / s1->scores->loss_before, 'f', 4));
+        QChart* hist = sp->histogramView()->chart();
+        QCOMPARE(hist->series().size(), 4);  // candidates, L_q(prefix), tau line, best
+        QVERIFY(qobject_cast<QAreaSeries*>(hist->series().first()));
+
+        // Step 2, pruned.
+        sp->setSettings([&] { SearchSettings p = s; p.pruned = true; return p; }());
+        meter.restart();
+        QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 3 && !w_->searchBusy(), 60000);
+        const qint64 stall2 = meter.stop();
+        qInfo("longest GUI-thread stall during a search step: %lld ms (exhaustive), %lld ms (pruned)", stall1, stall2);
+        QVERIFY2(std::max(stall1, stall2) < 250, qPrintable(QString("GUI thread stalled %1 ms").arg(std::max(stall1, stall2))));
+        SearchSnapshotPtr s2 = w_->searchSnapshot();
+        QCOMPARE(int(s2->prefix.size()), 3);
+        QVERIFY(s2->scores->pruned);
+        QCOMPARE(sp->candidateRows(), 8);  // the shortlist re-scored on the whole sample
+        QVERIFY(isSortedByLoss(sp, *s2->scores));
+        QCOMPARE(int(s2->history.size()), 2);
+
+        // Pick another candidate instead of the best of step 2 (override_step replaces the step).
+        const int other = sp->candidateAt(2);
+        QVERIFY(other != s2->prefix.back());
+        QVERIFY(sp->selectCandidate(other));
+        QCOMPARE(sp->useSelectedMode(), 1);
+        QVERIFY(sp->useButton()->isEnabled());
+        QTest::mouseClick(sp->useButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 4 && !w_->searchBusy(), 30000);
+        SearchSnapshotPtr s3 = w_->searchSnapshot();
+        QCOMPARE(int(s3->prefix.size()), 3);
+        QCOMPARE(s3->prefix.back(), other);
+        QCOMPARE(int(s3->history.size()), 2);
+        QVERIFY(s3->history.back().overridden);
+        QVERIFY(std::fabs(s3->loss - s2->scores->loss[other]) <= 1e-6 * s3->loss);  // L_q as scored
+
+        // Undo: back to the prefix after step 1, with the same L_q.
+        QTest::mouseClick(sp->undoButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 5 && !w_->searchBusy(), 30000);
+        SearchSnapshotPtr s4 = w_->searchSnapshot();
+        QCOMPARE(s4->prefix, s1->prefix);
+        QCOMPARE(int(s4->history.size()), 1);
+        QVERIFY(std::fabs(s4->loss - s1->loss) <= 1e-9 * s1->loss);
+
+        // Score first (exhaustive this time; nothing changes), then accept the best: the same as a step.
+        sp->setSettings(s);
+        QTest::mouseClick(sp->scoreButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 6 && !w_->searchBusy(), 30000);
+        SearchSnapshotPtr s5 = w_->searchSnapshot();
+        QCOMPARE(s5->prefix, s1->prefix);
+        QVERIFY(!s5->scores->committed);
+        QVERIFY(!s5->scores->pruned);
+        QCOMPARE(sp->candidateRows(), 256);
+        QVERIFY(sp->decisionText().contains("not committed"));
+        QVERIFY(sp->acceptButton()->isEnabled());
+        QTest::mouseClick(sp->acceptButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 7 && !w_->searchBusy(), 30000);
+        SearchSnapshotPtr s6 = w_->searchSnapshot();
+        QCOMPARE(int(s6->prefix.size()), 3);
+        QCOMPARE(s6->prefix.back(), s5->scores->best_token);
+        QCOMPARE(int(s6->history.size()), 2);
+        QVERIFY(!s6->history.back().overridden);
+        QVERIFY(std::fabs(s6->loss - s5->scores->best_loss) <= 1e-6 * s6->loss);
+
+        // Before / after heatmaps of the prompt, side by side on one scale.
+        QCOMPARE(w_->centreTabs()->currentIndex(), 1);
+        QTRY_VERIFY_WITH_TIMEOUT(w_->comparison() && w_->comparison()->prefix_len == 3, 20000);
+        const CompareDataPtr cmp = w_->comparison();
+        QCOMPARE(cmp->before->tokens, cmp->after->tokens + 1);  // the text has no <bos> after the cushion
+        QCOMPARE(w_->beforeCanvas()->cols(), cmp->before->tokens);
+        QCOMPARE(w_->afterCanvas()->cols(), cmp->after->tokens);
+        QCOMPARE(w_->beforeCanvas()->scaleHi(), w_->afterCanvas()->scaleHi());
+        QTRY_VERIFY(w_->beforeCanvas()->frameCount() > 0 && w_->afterCanvas()->frameCount() > 0);
+        QVERIFY(canvasShowsMap(w_->beforeCanvas()));
+        QVERIFY(canvasShowsMap(w_->afterCanvas()));
+        QVERIFY(w_->compareSummary().contains("→"));
+        QCOMPARE(sp->histogramView()->chart()->series().size(), 4);  // exhaustive: with the L_q and tau markers
+        QVERIFY(w_->errorText().isEmpty());
+        screenshot(w_.get(), "studio_search");
+    }
+
+    void searchCancelsMidStepAndRunPausesBetweenSteps() {
+        SearchPanel* sp = w_->searchPanel();
+        QSignalSpy su(w_.get(), &MainWindow::searchUpdated);
+        const SearchSettings small = w_->searchSnapshot()->settings;
+
+        // Cancel in the middle of an exhaustive step over the whole vocabulary on a 400-token sample, one
+        // candidate per batch (8 MiB): the search stays exactly as it was.
+        SearchSettings big = small;
+        big.candidates.clear();
+        big.sample_tokens = 400;
+        big.memory_mb = 8;
+        big.pruned = false;
+        sp->setSettings(big);
+        QTest::mouseClick(sp->newButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 1 && !w_->searchBusy(), 30000);
+        const SearchSnapshotPtr s0 = w_->searchSnapshot();
+        QCOMPARE(int(s0->prefix.size()), 1);
+        QVERIFY(s0->candidates > 500);
+        QSignalSpy cancelled(w_->workers()->search(), &Worker::cancelled);
+        QSignalSpy progress(w_->workers()->search(), &Worker::progress);
+        QTest::keyClick(w_.get(), Qt::Key_F6);  // Search: step
+        QVERIFY(w_->searchBusy());
+        QTRY_VERIFY_WITH_TIMEOUT(progress.count() >= 2, 10000);
+        QElapsedTimer t;
+        t.start();
+        QTest::mouseClick(sp->cancelButton(), Qt::LeftButton);
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, 10000);
+        QVERIFY2(t.elapsed() < 3000, qPrintable(QString("cancel took %1 ms").arg(t.elapsed())));
+        QTRY_VERIFY(!w_->searchBusy());
+        QCOMPARE(w_->searchSnapshot(), s0);  // nothing published, nothing changed
+        QVERIFY(w_->errorText().isEmpty());
+
+        // Run (pruned steps) on a new small search, Pause after the first step: the loop stops between steps.
+        SearchSettings run = small;
+        run.pruned = true;
+        sp->setSettings(run);
+        QTest::mouseClick(sp->newButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 2 && !w_->searchBusy(), 30000);
+        QCOMPARE(int(w_->searchSnapshot()->prefix.size()), 1);
+        QTest::mouseClick(sp->runButton(), Qt::LeftButton);
+        QVERIFY(w_->searchRunning());
+        QVERIFY(sp->pauseButton()->isEnabled());
+        QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 3, 30000);
+        QTest::mouseClick(sp->pauseButton(), Qt::LeftButton);
+        QVERIFY(!w_->searchRunning());
+        QTRY_VERIFY_WITH_TIMEOUT(!w_->searchBusy(), 30000);
+        const int after_pause = su.count();
+        QTest::qWait(300);
+        QCOMPARE(su.count(), after_pause);  // no step after the pause
+        const SearchSnapshotPtr paused = w_->searchSnapshot();
+        QVERIFY(paused->prefix.size() == 2 || paused->prefix.size() == 3);  // the step in flight completes
+        if (paused->done) {
+            // The second step stopped the search (tau): Step is off until Undo removes the stop.
+            QVERIFY(!sp->stepButton()->isEnabled());
+            QVERIFY(sp->undoButton()->isEnabled());
+            QTest::mouseClick(sp->undoButton(), Qt::LeftButton);
+            QTRY_VERIFY_WITH_TIMEOUT(!w_->searchBusy() && w_->searchSnapshot() != paused, 30000);
+            QVERIFY(!w_->searchSnapshot()->done);
+            QCOMPARE(w_->searchSnapshot()->prefix, paused->prefix);
+        }
+        // A step goes on from there.
+        const SearchSnapshotPtr before_step = w_->searchSnapshot();
+        QVERIFY(sp->stepButton()->isEnabled());
+        QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(!w_->searchBusy() && w_->searchSnapshot() != before_step, 30000);
+        QCOMPARE(w_->searchSnapshot()->history.size(), before_step->history.size() + 1);
+        QVERIFY(w_->errorText().isEmpty());
+    }
+
+    void tuningShowsLiveLossCurvesAndPerplexity() {
+        TunePanel* tp = w_->tunePanel();
+        QVERIFY(tp->startButton()->isEnabled());
+        TuneSettings t;
+        t.epochs = 2;
+        t.batch = 3;
+        t.doc_tokens = 48;
+        t.eval_docs = 3;
+        tp->setSettings(t);
+        QSignalSpy tu(w_.get(), &MainWindow::tuningUpdated);
+        QSignalSpy pm(w_.get(), &MainWindow::perplexityMeasured);
+        QTest::mouseClick(tp->startButton(), Qt::LeftButton);
+        QVERIFY(w_->tuneRunning());
+        // Perplexity without and with the search's cushion first, then the batches (3 a epoch: 9 documents).
+        QTRY_VERIFY_WITH_TIMEOUT(w_->tuneSnapshot() && w_->tuneSnapshot()->steps_done >= 1, 60000);
+        QCOMPARE(pm.count(), 2);
+        QVERIFY(tp->perplexity(PplWhich::None) && tp->perplexity(PplWhich::Before));
+        QCOMPARE(w_->tuneSnapshot()->total_steps, 6);
+        // Pause between batches, then resume.
+        QTest::mouseClick(tp->pauseButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(!w_->tuneBusy(), 30000);
+        const qint64 paused_at = w_->tuneSnapshot()->steps_done;
+        QVERIFY(paused_at < 6);
+        QTest::qWait(200);
+        QCOMPARE(w_->tuneSnapshot()->steps_done, paused_at);
+        QVERIFY(w_->cushionIsTuned());
+        QVERIFY(tp->resumeButton()->isEnabled());
+        QTest::mouseClick(tp->resumeButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(w_->tuneSnapshot()->done, 60000);
+        QTRY_VERIFY_WITH_TIMEOUT(pm.count() == 3 && !w_->tuneBusy(), 60000);  // and after tuning
+        const TuneSnapshotPtr ts = w_->tuneSnapshot();
+        QCOMPARE(int(ts->points.size()), 6);
+        for (const TunePoint& p : ts->points) {
+            QVERIFY(std::isfinite(p.ce) && p.ce > 0);
+            QVERIFY(p.lq > 0);
+            QVERIFY(std::fabs(p.total - (p.ce + t.lambda * p.lq)) < 1e-6 * p.total);
+        }
+        QVERIFY(ts->points[2].epoch_end);
+        QChart* chart = tp->chartView()->chart();
+        QCOMPARE(chart->series().size(), 3);  // CE, total, L_q
+        for (QAbstractSeries* a : chart->series()) QCOMPARE(qobject_cast<QLineSeries*>(a)->count(), 6);
+        const PplResultPtr none = tp->perplexity(PplWhich::None), before = tp->perplexity(PplWhich::Before),
+                           after = tp->perplexity(PplWhich::After);
+        QVERIFY(none && before && after);
+        for (const PplResultPtr& r : {none, before, after}) {
+            QVERIFY(r->fp > 1 && r->fp < 1000);
+            QVERIFY(r->quant > 1);
+            QCOMPARE(r->docs, 3);
+        }
+        QCOMPARE(before->tokens, after->tokens);
+        QCOMPARE(none->tokens, before->tokens);  // the same predicted tokens in every row
+        QVERIFY(after->fp != before->fp);  // the tuned KV changed the predictions
+        QVERIFY(tp->perplexityTable()->item(2, 0)->text() != "–");
+        // The before/after view now uses the tuned cushion.
+        QTRY_VERIFY_WITH_TIMEOUT(w_->comparison() && w_->afterCanvas()->frameCount() > 0, 20000);
+        QVERIFY(w_->errorText().isEmpty());
+        screenshot(w_.get(), "studio_tuning");
+    }
+
+    void exportWritesAPackageWithProgressAndCancel() {
+        QuantPanel* q = w_->quantPanel();
+        const QuantSettings old = q->settings();
+        QuantSettings s;
+        s.wbits = 8;
+        s.abits = 8;
+        s.granularity = "per-tensor-static";
+        q->setSettings(s);
+        QTemporaryDir dir;
+        const QString pkg = dir.filePath("package");
+        QTest::keyClick(w_.get(), Qt::Key_E, Qt::ControlModifier);
+        ExportDialog* d = w_->exportDialog();
+        QVERIFY(d);
+        QTRY_VERIFY(d->isVisible());
+        d->setDirectory(pkg);
+        d->setEvalDocs(3);
+        QSignalSpy progress(w_->workers()->exporter(), &Worker::progress);
+        QSignalSpy done(w_.get(), &MainWindow::exportDone);
+        QTest::mouseClick(d->exportButton(), Qt::LeftButton);
+        QVERIFY(d->isBusy());
+        QTRY_COMPARE_WITH_TIMEOUT(done.count(), 1, 60000);
+        QVERIFY(progress.count() >= 2);
+        for (const char* f : {"model.safetensors", "cushion.safetensors", "quantization.json", "config.json"})
+            QVERIFY2(QFile::exists(pkg + "/" + f), f);
+        QVERIFY2(d->resultText().contains("with the cushion"), qPrintable(d->resultText()));
+        QVERIFY(d->resultText().contains("W8A8"));
+        QVERIFY(w_->errorText().isEmpty());
+        screenshotWithDialog(w_.get(), d, "studio_export");
+
+        // Cancel: a long evaluation text so the export is still running; nothing is left behind.
+        const QString eval = dir.filePath("long-eval.txt");
+        {
+            QFile src(resource("text/tinystories-eval.txt"));
+            QVERIFY(src.open(QIODevice::ReadOnly));
+            const QByteArray text = src.readAll();
+            QFile out(eval);
+            QVERIFY(out.open(QIODevice::WriteOnly));
+            for (int i = 0; i < 200; ++i) out.write(text);
+        }
+        const QString calib = q->calibPath(), old_eval = q->evalPath();
+        q->setTextPaths(calib, eval);
+        const QString pkg2 = dir.filePath("cancelled");
+        d->setDirectory(pkg2);
+        d->setEvalDocs(0);
+        QSignalSpy cancelled(w_->workers()->exporter(), &Worker::cancelled);
+        progress.clear();
+        QTest::mouseClick(d->exportButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(progress.count() >= 1, 20000);
+        QTest::mouseClick(d->cancelButton(), Qt::LeftButton);
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, 20000);
+        QTRY_VERIFY(!d->isBusy());  // the spy hears the worker first; the dialog hears it through the event loop
+        QVERIFY(d->stateText().contains("Cancelled"));
+        QVERIFY(!QFileInfo::exists(pkg2));
+        QCOMPARE(done.count(), 1);
+        q->setTextPaths(calib, old_eval);
+        q->setSettings(old);
+        d->hide();
+    }
+
+    void sessionSavesAndReopensInANewWindow() {
+        QTemporaryDir dir;
+        const QString path = dir.filePath("story.cushionstudio");
+        QSignalSpy saved(w_.get(), &MainWindow::sessionSaved);
+        w_->saveSession(path);
+        QTRY_COMPARE_WITH_TIMEOUT(saved.count(), 1, 20000);
+        QVERIFY(QFile::exists(path));
+        QVERIFY(QFile::exists(sessionCushionPath(path)));
+        QCOMPARE(w_->sessionPath(), path);
+        {
+            QFile f(path);
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            const QJsonObject root = QJsonDocument::fromJson(f.readAll()).object();
+            if (qEnvironmentVariableIsSet("SHOW_SESSION")) qInfo("%s", QJsonDocument(root).toJson().constData());
+            QCOMPARE(root["format"].toString(), QString("cushion-studio-session"));
+            QCOMPARE(root["cushion"].toObject()["file"].toString(), QString("story.cushion"));  // beside it
+            QCOMPARE(root["cushion"].toObject()["kind"].toString(), QString("tuned"));
+            QVERIFY(!root["search"].toObject()["state"].toString().isEmpty());
+            QCOMPARE(root["search"].toObject()["prefix"].toArray().size(), qsizetype(w_->searchSnapshot()->prefix.size()));
+        }
+        const SearchSnapshotPtr snap = w_->searchSnapshot();
+        const SearchSettings ss = w_->searchPanel()->settings();
+        const TuneSettings ts = w_->tunePanel()->settings();
+        const size_t points = w_->tunePanel()->points().size();
+        const QString prompt = w_->promptPanel()->text();
+
+        auto w2 = std::make_unique<MainWindow>(MainWindow::Options{false});
+        w2->show();
+        QVERIFY(QTest::qWaitForWindowExposed(w2.get()));
+        QSignalSpy opened(w2.get(), &MainWindow::sessionOpened);
+        w2->openSession(path);
+        QTRY_COMPARE_WITH_TIMEOUT(opened.count(), 1, 60000);
+        QVERIFY2(w2->errorText().isEmpty(), qPrintable(w2->errorText()));
+        QVERIFY(w2->model());
+        QVERIFY(w2->model()->path.endsWith("stories260K.bin"));
+        QVERIFY(w2->searchSnapshot());
+        QCOMPARE(w2->searchSnapshot()->prefix, snap->prefix);
+        QCOMPARE(w2->searchSnapshot()->loss, snap->loss);
+        QCOMPARE(w2->searchSnapshot()->history.size(), snap->history.size());
+        QVERIFY(w2->searchPanel()->settings() == ss);
+        QCOMPARE(w2->tunePanel()->settings().epochs, ts.epochs);
+        QCOMPARE(w2->tunePanel()->settings().batch, ts.batch);
+        QCOMPARE(w2->tunePanel()->settings().doc_tokens, ts.doc_tokens);
+        QCOMPARE(w2->tunePanel()->settings().lr, ts.lr);
+        QCOMPARE(w2->tunePanel()->points().size(), points);
+        QVERIFY(w2->cushionIsTuned());
+        QCOMPARE(w2->promptPanel()->text(), prompt);
+        QCOMPARE(w2->quantPanel()->calibPath(), w_->quantPanel()->calibPath());
+        // The search goes on from the restored state.
+        QTRY_VERIFY2(w2->searchPanel()->undoButton()->isEnabled(),
+                     qPrintable(QString("busy %1, prefix %2, done %3").arg(w2->searchBusy()).arg(w2->searchSnapshot()->prefix.size()).arg(w2->searchSnapshot()->done)));
+        w2->close();
+        w2.reset();
+
+        // A file that is not a session is an error in the window.
+        const QString bad = dir.filePath("bad.cushionstudio");
+        {
+            QFile f(bad);
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write("{\"format\": \"something-else\"}");
+        }
+        QSignalSpy err(w_.get(), &MainWindow::errorShown);
+        w_->openSession(bad);
+        QCOMPARE(err.count(), 1);
+        QVERIFY(w_->errorText().contains("not a cushion-studio session"));
+        w_->centreTabs()->setCurrentIndex(0);  // the later tests look at the activation maps
+        w_->quantDock()->raise();
+    }
+
     void errorsAppearInTheWindowNotAsACrash() {
         const ModelInfoPtr before = w_->model();
         QSignalSpy err(w_.get(), &MainWindow::errorShown);
@@ -321,13 +775,6 @@ private slots:
         QVERIFY(w_->promptPanel()->status().contains("truncated"));
         QTRY_VERIFY(canvasShowsMap(w_->layerCanvas()));
         screenshot(w_.get(), "studio_long_text");
-    }
-
-    void searchDockIsAPlaceholderUntilTheEngineArrives() {
-        QDockWidget* d = w_->searchDock();
-        QVERIFY(d);
-        QVERIFY(!d->widget()->isEnabled());
-        QVERIFY(d->widget()->findChild<QLabel*>("searchPlaceholder")->text().contains("arrives with the search engine"));
     }
 
     void settingsBringTheSessionBack() {

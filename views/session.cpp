@@ -1,0 +1,165 @@
+#include "session.h"
+
+#include <QDir>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+
+#include <stdexcept>
+
+namespace studio {
+
+namespace {
+
+QJsonArray ids(const std::vector<int>& v) {
+    QJsonArray a;
+    for (int t : v) a.append(t);
+    return a;
+}
+
+std::vector<int> idsOf(const QJsonValue& v) {
+    std::vector<int> out;
+    for (const QJsonValue& x : v.toArray()) out.push_back(x.toInt());
+    return out;
+}
+
+QString resolve(const QString& path, const QString& session_path) {
+    if (path.isEmpty() || QFileInfo(path).isAbsolute()) return path;
+    return QFileInfo(session_path).absoluteDir().filePath(path);
+}
+
+}  // namespace
+
+QString sessionCushionPath(const QString& session_path) {
+    const QFileInfo fi(session_path);
+    return fi.absoluteDir().filePath(fi.completeBaseName() + ".cushion");
+}
+
+QByteArray sessionToJson(const SessionData& s, const QString& session_path) {
+    QJsonObject root;
+    root["format"] = kSessionFormat;
+    root["version"] = 1;
+    root["model"] = QJsonObject{{"path", s.model_path}, {"device", s.device}, {"dtype", s.dtype}};
+    root["prompt"] = s.prompt;
+    root["texts"] = QJsonObject{{"calibration", s.calib_path}, {"evaluation", s.eval_path}};
+    const QuantSettings& q = s.quant;
+    root["quantization"] = QJsonObject{{"wbits", q.wbits},
+                                       {"group", static_cast<double>(q.group)},
+                                       {"abits", q.abits},
+                                       {"granularity", q.granularity},
+                                       {"smoothquant", q.smoothquant},
+                                       {"alpha", q.alpha},
+                                       {"kv_bits", q.kv_bits}};
+    const SearchSettings& g = s.search;
+    QJsonObject search{{"start", g.start},
+                       {"tau", g.tau},
+                       {"max_prefix", g.max_prefix},
+                       {"sample_tokens", g.sample_tokens},
+                       {"bits", g.bits},
+                       {"pruned", g.pruned},
+                       {"prune_window", g.prune_window},
+                       {"prune_keep", g.prune_keep},
+                       {"candidates", g.candidates},
+                       {"memory_mb", g.memory_mb},
+                       {"prefix", ids(s.prefix)}};
+    if (!s.search_state.isEmpty()) search["state"] = s.search_state;
+    root["search"] = search;
+    const TuneSettings& t = s.tune;
+    QJsonArray points;
+    for (const TunePoint& p : s.tune_points)
+        points.append(QJsonObject{{"step", static_cast<double>(p.step)},
+                                  {"epoch", p.epoch},
+                                  {"batch", static_cast<double>(p.batch)},
+                                  {"batches_per_epoch", static_cast<double>(p.batches_per_epoch)},
+                                  {"ce", p.ce},
+                                  {"lq", p.lq},
+                                  {"total", p.total},
+                                  {"grad_norm", p.grad_norm}});
+    root["tuning"] = QJsonObject{{"epochs", t.epochs},     {"batch", t.batch},         {"lr", t.lr},
+                                 {"lambda", t.lambda},     {"seed", t.seed},           {"doc_tokens", t.doc_tokens},
+                                 {"eval_docs", t.eval_docs}, {"points", points},       {"tuned", s.tuned}};
+    if (!s.cushion_file.isEmpty()) {
+        // Relative to the session file when beside it, so the pair can be moved together.
+        const QDir dir = QFileInfo(session_path).absoluteDir();
+        QString rel = dir.relativeFilePath(s.cushion_file);
+        if (rel.startsWith("..")) rel = s.cushion_file;
+        root["cushion"] = QJsonObject{{"file", rel}, {"kind", s.tuned ? "tuned" : "search"}, {"prefix", ids(s.cushion_prefix)}};
+    }
+    root["view"] = QJsonObject{{"site", s.site}};
+    return QJsonDocument(root).toJson(QJsonDocument::Indented);
+}
+
+SessionData sessionFromJson(const QByteArray& json, const QString& session_path) {
+    QJsonParseError err;
+    const QJsonDocument doc = QJsonDocument::fromJson(json, &err);
+    if (doc.isNull()) throw std::runtime_error("not a session file (JSON error: " + err.errorString().toStdString() + ")");
+    const QJsonObject root = doc.object();
+    if (root["format"].toString() != kSessionFormat)
+        throw std::runtime_error("not a cushion-studio session file (format '" + root["format"].toString().toStdString() + "')");
+    if (root["version"].toInt() != 1)
+        throw std::runtime_error("session file version " + std::to_string(root["version"].toInt()) + " is not supported");
+    SessionData s;
+    const QJsonObject model = root["model"].toObject();
+    s.model_path = resolve(model["path"].toString(), session_path);
+    s.device = model["device"].toString("cpu");
+    s.dtype = model["dtype"].toString("fp32");
+    s.prompt = root["prompt"].toString();
+    const QJsonObject texts = root["texts"].toObject();
+    s.calib_path = resolve(texts["calibration"].toString(), session_path);
+    s.eval_path = resolve(texts["evaluation"].toString(), session_path);
+    const QJsonObject q = root["quantization"].toObject();
+    s.quant.wbits = q["wbits"].toInt(s.quant.wbits);
+    s.quant.group = static_cast<qint64>(q["group"].toDouble(static_cast<double>(s.quant.group)));
+    s.quant.abits = q["abits"].toInt(s.quant.abits);
+    s.quant.granularity = q["granularity"].toString(s.quant.granularity);
+    s.quant.smoothquant = q["smoothquant"].toBool(s.quant.smoothquant);
+    s.quant.alpha = q["alpha"].toDouble(s.quant.alpha);
+    s.quant.kv_bits = q["kv_bits"].toInt(s.quant.kv_bits);
+    const QJsonObject g = root["search"].toObject();
+    SearchSettings& ss = s.search;
+    ss.start = g["start"].toString(ss.start);
+    ss.tau = g["tau"].toDouble(ss.tau);
+    ss.max_prefix = g["max_prefix"].toInt(ss.max_prefix);
+    ss.sample_tokens = g["sample_tokens"].toInt(ss.sample_tokens);
+    ss.bits = g["bits"].toInt(ss.bits);
+    ss.pruned = g["pruned"].toBool(ss.pruned);
+    ss.prune_window = g["prune_window"].toInt(ss.prune_window);
+    ss.prune_keep = g["prune_keep"].toInt(ss.prune_keep);
+    ss.candidates = g["candidates"].toString(ss.candidates);
+    ss.memory_mb = g["memory_mb"].toInt(ss.memory_mb);
+    s.prefix = idsOf(g["prefix"]);
+    s.search_state = g["state"].toString();
+    const QJsonObject t = root["tuning"].toObject();
+    TuneSettings& ts = s.tune;
+    ts.epochs = t["epochs"].toInt(ts.epochs);
+    ts.batch = t["batch"].toInt(ts.batch);
+    ts.lr = t["lr"].toDouble(ts.lr);
+    ts.lambda = t["lambda"].toDouble(ts.lambda);
+    ts.seed = t["seed"].toInt(ts.seed);
+    ts.doc_tokens = t["doc_tokens"].toInt(ts.doc_tokens);
+    ts.eval_docs = t["eval_docs"].toInt(ts.eval_docs);
+    for (const QJsonValue& v : t["points"].toArray()) {
+        const QJsonObject o = v.toObject();
+        TunePoint p;
+        p.step = static_cast<qint64>(o["step"].toDouble());
+        p.epoch = o["epoch"].toInt();
+        p.batch = static_cast<qint64>(o["batch"].toDouble());
+        p.batches_per_epoch = static_cast<qint64>(o["batches_per_epoch"].toDouble());
+        p.ce = o["ce"].toDouble();
+        p.lq = o["lq"].toDouble();
+        p.total = o["total"].toDouble();
+        p.grad_norm = o["grad_norm"].toDouble();
+        s.tune_points.push_back(p);
+    }
+    if (root.contains("cushion")) {
+        const QJsonObject c = root["cushion"].toObject();
+        s.cushion_file = resolve(c["file"].toString(), session_path);
+        s.tuned = c["kind"].toString() == "tuned";
+        s.cushion_prefix = idsOf(c["prefix"]);
+    }
+    s.site = root["view"].toObject()["site"].toInt(3);
+    return s;
+}
+
+}  // namespace studio

@@ -1,0 +1,50 @@
+// A studio session as a project file: JSON with what it takes to get the work back — the model (path,
+// device, dtype), the prompt, the calibration and evaluation texts, the quantization, search and tuning
+// settings, the search's prefix and state (GreedySearch::state_json, restored with the same sample), the
+// tuning curves — plus the current cushion (the tuned one when there is one, else the search's) saved
+// beside it with save_cushion as "<name>.cushion".
+//
+//   {"format": "cushion-studio-session", "version": 1,
+//    "model": {"path", "device", "dtype"}, "prompt", "texts": {"calibration", "evaluation"},
+//    "quantization": {...}, "search": {settings..., "prefix": [ids], "state": "<json>"},
+//    "tuning": {settings..., "points": [{step, epoch, batch, ce, lq, total, grad_norm}], "tuned": bool},
+//    "cushion": {"file": "<name>.cushion" (relative to the session file), "kind": "tuned" | "search",
+//                "prefix": [ids]},
+//    "view": {"site": n}}
+#pragma once
+#include <QByteArray>
+#include <QString>
+
+#include <vector>
+
+#include "search_workers.h"
+#include "workers.h"
+
+namespace studio {
+
+struct SessionData {
+    QString model_path, device = "cpu", dtype = "fp32";
+    QString prompt;
+    QString calib_path, eval_path;
+    QuantSettings quant;
+    SearchSettings search;
+    TuneSettings tune;
+    std::vector<int> prefix;        // the search's prefix (empty: no search yet)
+    QString search_state;           // GreedySearch::state_json()
+    std::vector<TunePoint> tune_points;
+    bool tuned = false;             // the cushion file holds the tuned cushion
+    QString cushion_file;           // absolute path once read; empty: none
+    std::vector<int> cushion_prefix;
+    int site = 3;
+};
+
+constexpr const char* kSessionFormat = "cushion-studio-session";
+
+// The cushion file beside a session file: "/dir/name.cushionstudio" -> "/dir/name.cushion".
+QString sessionCushionPath(const QString& session_path);
+QByteArray sessionToJson(const SessionData& s, const QString& session_path);
+// Throws std::runtime_error with a clear message on a file that is not a session. Relative paths are
+// resolved against the session file's directory.
+SessionData sessionFromJson(const QByteArray& json, const QString& session_path);
+
+}  // namespace studio
