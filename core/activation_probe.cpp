@@ -27,7 +27,10 @@ void ActivationProbe::on_activation(int layer, Site site, at::Tensor& x, const a
     at::Tensor realf = real.unsqueeze(-1).to(at::kFloat);
     at::Tensor masked = ax * realf;  // padding -> 0, never an outlier
     SiteSummary s;
-    s.token_max = masked.amax(-1).cpu();
+    auto tok = masked.max(-1);  // per token: max |x| and its channel
+    s.token_max = std::get<0>(tok).cpu();
+    s.token_channel = std::get<1>(tok).cpu();
+    s.token_value = x.detach().gather(-1, std::get<1>(tok).unsqueeze(-1)).squeeze(-1).to(at::kFloat).cpu();
     s.token_median = std::get<0>(ax.median(-1)).mul(real.to(at::kFloat)).cpu();
     s.token_mean = ax.mean(-1).mul(real.to(at::kFloat)).cpu();
     s.channel_max = masked.reshape({B * T, C}).amax(0).cpu();

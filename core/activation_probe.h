@@ -20,6 +20,8 @@ struct Outlier {
 // Summary of one (layer, site) activation x of shape (B, T, C). All tensors on the CPU, float32.
 struct SiteSummary {
     at::Tensor token_max;     // (B, T) max |x| over channels (0 on padding)
+    at::Tensor token_channel; // (B, T) int64 channel of that max
+    at::Tensor token_value;   // (B, T) signed x at that channel
     at::Tensor token_median;  // (B, T) median |x| over channels
     at::Tensor token_mean;    // (B, T) mean |x| over channels
     at::Tensor channel_max;   // (C) max |x| over real tokens

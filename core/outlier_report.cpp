@@ -48,7 +48,6 @@ OutlierReport find_outlier_tokens(const Model& m, const std::vector<std::vector<
         fa.hook = &probe;
         fa.valid = valid;
         fa.skip_logits = true;
-        po.keep_full = false;
         m.forward(tokens, fa);
         auto res = probe.take();
         for (int l = 0; l < L; ++l) {
@@ -66,43 +65,13 @@ OutlierReport find_outlier_tokens(const Model& m, const std::vector<std::vector<
                     o.token = batch[b][t];
                     o.text = m.tokenizer->piece(o.token);
                     o.ratio = r;
-                    o.value = S.token_max[b][t].item<float>();
-                    o.channel = -1;
+                    o.value = S.token_value[b][t].item<float>();
+                    o.channel = S.token_channel[b][t].item<int64_t>();
                     rep.outliers.push_back(o);
                     outlier_positions.insert({o.doc, o.pos});
                     auto& f = freq[o.token];
                     if (std::find(f.blocks.begin(), f.blocks.end(), l) == f.blocks.end()) f.blocks.push_back(l);
                 }
-            }
-        }
-        // Channels and signed values of the outliers found in this batch, from the full tensors of
-        // just the flagged tokens (a second, cheap pass would cost more than this lookup).
-        if (!rep.outliers.empty()) {
-            struct Grab : ActivationHook {
-                Site site;
-                std::vector<OutlierToken*> want;
-                std::map<int64_t, int64_t> row;  // doc index -> batch row
-                void on_activation(int layer, Site s, at::Tensor& x, const at::Tensor&) override {
-                    if (s != site) return;
-                    for (auto* o : want) {
-                        if (o->block != layer) continue;
-                        at::Tensor v = x[row[o->doc]][o->pos];
-                        const int64_t c = v.abs().argmax().item<int64_t>();
-                        o->channel = c;
-                        o->value = v[c].item<float>();
-                    }
-                }
-            } grab;
-            grab.site = opts.site;
-            for (size_t b = 0; b < index.size(); ++b) grab.row[index[b]] = b;
-            for (auto& o : rep.outliers)
-                if (o.channel < 0) grab.want.push_back(&o);
-            if (!grab.want.empty()) {
-                ForwardArgs ga;
-                ga.hook = &grab;
-                ga.valid = valid;
-                ga.skip_logits = true;
-                m.forward(tokens, ga);
             }
         }
         report_progress(opts.progress, double(i) / docs.size(), "finding outlier tokens");

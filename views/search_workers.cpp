@@ -30,18 +30,9 @@ namespace {
 
 QString q(const std::string& s) { return QString::fromStdString(s); }
 
-// The vocabulary piece of a token, one line: newlines and other control characters escaped.
+// The vocabulary piece of a token, one line.
 QString printablePiece(const cushion::Model& m, int32_t id) {
-    const std::string s = m.tokenizer ? m.tokenizer->piece(id) : std::to_string(id);
-    QString out;
-    for (QChar c : QString::fromUtf8(s.data(), static_cast<int>(s.size()))) {
-        if (c == '\n') out += "\\n";
-        else if (c == '\t') out += "\\t";
-        else if (c == '\r') out += "\\r";
-        else if (c.unicode() < 32) out += QString("\\x%1").arg(c.unicode(), 2, 16, QChar('0'));
-        else out += c;
-    }
-    return out;
+    return printableToken(m.tokenizer ? m.tokenizer->piece(id) : std::to_string(id));
 }
 
 // The engine's spelling of a piece in its history (greedy_search.cpp): only '\n' escaped.

@@ -48,18 +48,6 @@ qint64 nowMs() {
 
 QString q(const std::string& s) { return QString::fromStdString(s); }
 
-// Printable token text: control characters shown as escapes so the strip stays one line.
-QString printable(const std::string& s) {
-    QString out;
-    for (QChar c : QString::fromUtf8(s.data(), static_cast<int>(s.size()))) {
-        if (c == '\n') out += "\\n";
-        else if (c == '\t') out += "\\t";
-        else if (c == '\r') out += "\\r";
-        else if (c.unicode() < 32) out += QString("\\x%1").arg(c.unicode(), 2, 16, QChar('0'));
-        else out += c;
-    }
-    return out;
-}
 
 // Captures |x| of chosen (layer, site) pairs as channel-major maps for batch row 0.
 class ChannelCapture : public cushion::ActivationHook {
@@ -138,6 +126,18 @@ public:
 };
 
 }  // namespace
+
+QString printableToken(const std::string& s) {
+    QString out;
+    for (QChar c : QString::fromUtf8(s.data(), static_cast<int>(s.size()))) {
+        if (c == '\n') out += "\\n";
+        else if (c == '\t') out += "\\t";
+        else if (c == '\r') out += "\\r";
+        else if (c.unicode() < 32) out += QString("\\x%1").arg(c.unicode(), 2, 16, QChar('0'));
+        else out += c;
+    }
+    return out;
+}
 
 QString siteName(int site) { return cushion::site_name(static_cast<cushion::Site>(site)); }
 
@@ -280,8 +280,8 @@ std::shared_ptr<HeatmapData> probeTokens(const cushion::Model& m, std::vector<in
     data->tokens = T;
     data->token_ids.assign(ids.begin(), ids.end());
     for (int t = 0; t < T; ++t) {
-        data->token_text << printable(tk.decode_token(t ? ids[t - 1] : -1, ids[t]));
-        data->token_piece << printable(tk.piece(ids[t]));
+        data->token_text << printableToken(tk.decode_token(t ? ids[t - 1] : -1, ids[t]));
+        data->token_piece << printableToken(tk.piece(ids[t]));
     }
     for (int s = 0; s < kSites; ++s) {
         auto& mx = data->token_max[s];
@@ -346,7 +346,7 @@ void ProbeWorker::compare(const CompareRequest& req) {
         out->before = before;
         out->after = after;
         QStringList pieces;
-        for (int32_t t : c.prefix_ids) pieces << "'" + printable(m.tokenizer->piece(t)) + "'";
+        for (int32_t t : c.prefix_ids) pieces << "'" + printableToken(m.tokenizer->piece(t)) + "'";
         out->prefix_text = pieces.join(' ');
         out->prefix_len = static_cast<int>(c.prefix_ids.size());
         emit compared(out);

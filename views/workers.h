@@ -17,6 +17,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace cushion {
@@ -28,6 +29,8 @@ namespace studio {
 
 constexpr int kSites = 5;  // attn_in, o_in, mlp_in, down_in, residual (cushion::Site order)
 QString siteName(int site);   // "attn_in", ...
+// Token text on one line: newlines, tabs and other control characters shown as escapes.
+QString printableToken(const std::string& utf8);
 QString siteLabel(int site);  // "q/k/v in", "o in", "gate/up in", "down in", "residual"
 
 // A loaded model and what the side panel shows about it.

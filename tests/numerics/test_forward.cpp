@@ -230,6 +230,11 @@ TEST(Probe, SummariesMatchFullTensors) {
                     const bool real = t < (int64_t)docs[b].size();
                     const float want = real ? ax[b][t].max().item<float>() : 0.f;
                     EXPECT_FLOAT_EQ(S.token_max[b][t].item<float>(), want);
+                    if (real) {  // the channel of that max and the signed value there
+                        const int64_t ch = S.token_channel[b][t].item<int64_t>();
+                        EXPECT_FLOAT_EQ(ax[b][t][ch].item<float>(), want);
+                        EXPECT_FLOAT_EQ(S.token_value[b][t].item<float>(), S.full[b][t][ch].item<float>());
+                    }
                 }
             // Per-channel max over real tokens only.
             for (int64_t c = 0; c < C; ++c) {
