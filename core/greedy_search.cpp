@@ -364,9 +364,18 @@ GreedyStepResult GreedySearch::step(const ProgressFn& progress) {
 
 GreedyStepResult GreedySearch::step(StepKind kind, const ProgressFn& progress) {
     if (done()) return last_stop_;
+    return commit(score(kind, progress));
+}
+
+GreedyStepResult GreedySearch::commit(GreedyStepResult r) {
+    if (done()) return last_stop_;
+    if (r.prefix != prefix_ || r.step != steps_ + 1 || r.overridden)
+        throw Error("greedy search: the scores are for another prefix or step; score again");
     const auto t0 = Clock::now();
-    GreedyStepResult r = score(kind, progress);
+    Before b = before();
     if (r.accepted) {
+        if (r.chosen_token < 0 || r.chosen_token >= model_->config.vocab_size)
+            throw Error("greedy search: the scores choose no valid token");
         std::vector<int32_t> p = prefix_;
         p.push_back(r.chosen_token);
         set_prefix(std::move(p));
@@ -375,15 +384,45 @@ GreedyStepResult GreedySearch::step(StepKind kind, const ProgressFn& progress) {
     } else {
         stop_ = r.stop;
     }
-    r.seconds = seconds_since(t0);
+    r.seconds += seconds_since(t0);
     ++steps_;
     record(r);
+    undo_.push_back(std::move(b));
     if (!r.accepted) last_stop_ = r;
     return r;
 }
 
+bool GreedySearch::undo() {
+    if (history_.empty()) return false;
+    const GreedyHistoryEntry h = history_.back();
+    if (h.token >= 0 && (prefix_.size() <= opts_.start_tokens.size() || prefix_.back() != h.token))
+        throw Error("greedy search: the last history entry does not match the prefix; nothing undone");
+    if (!undo_.empty()) {
+        Before& b = undo_.back();
+        if (h.token >= 0) prefix_.pop_back();
+        prefix_kv_ = std::move(b.kv);
+        loss_ = b.loss;
+        stop_ = b.stop;
+        last_stop_ = std::move(b.last_stop);
+        undo_.pop_back();
+        history_.pop_back();
+        --steps_;
+        return true;
+    }
+    // A step from restore(): recompute the shorter prefix. Only an override can follow a stop, so the
+    // search was stopped before the step exactly when it was an override right after a stop entry.
+    if (h.token >= 0) set_prefix(std::vector<int32_t>(prefix_.begin(), prefix_.end() - 1));
+    const size_t n = history_.size();
+    stop_ = h.overridden && n >= 2 && history_[n - 2].token < 0 ? history_[n - 2].stop : StopReason::None;
+    history_.pop_back();
+    --steps_;
+    set_last_stop("after an undo");
+    return true;
+}
+
 GreedyStepResult GreedySearch::override_step(int32_t token, const ProgressFn& progress) {
     const auto t0 = Clock::now();
+    Before b = before();
     if (token < 0 || token >= model_->config.vocab_size)
         throw Error("greedy search: token id " + std::to_string(token) + " is out of range");
     if ((int)prefix_.size() >= opts_.max_prefix)
@@ -411,6 +450,7 @@ GreedyStepResult GreedySearch::override_step(int32_t token, const ProgressFn& pr
     r.seconds = seconds_since(t0);
     ++steps_;
     record(r);
+    undo_.push_back(std::move(b));
     return r;
 }
 
@@ -517,13 +557,18 @@ void GreedySearch::restore(const std::string& state) {
     stop_ = parse_stop(h.value("stop", ""));
     if (stop_ == StopReason::MaxLength && (int)prefix_.size() < opts_.max_prefix) stop_ = StopReason::None;
     if (stop_ == StopReason::NoImprovement && theirs.value("tau", -1.0) != opts_.tau) stop_ = StopReason::None;
+    undo_.clear();
+    set_last_stop("restored from a checkpoint");
+}
+
+void GreedySearch::set_last_stop(const std::string& note) {
     last_stop_ = GreedyStepResult();
     if (stop_ != StopReason::None) {
         last_stop_.step = steps_;
         last_stop_.stop = stop_;
         last_stop_.loss_before = last_stop_.loss_after = loss_;
         last_stop_.prefix = prefix_;
-        last_stop_.reason = std::string("stopped (") + stop_reason_name(stop_) + ", restored from a checkpoint)";
+        last_stop_.reason = std::string("stopped (") + stop_reason_name(stop_) + ", " + note + ")";
         if (!history_.empty()) last_stop_.best_loss = history_.back().best_loss;
     }
 }

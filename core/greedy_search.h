@@ -127,11 +127,21 @@ public:
     GreedyStepResult step(StepKind kind, const ProgressFn& progress = {});
     // Everything step() computes, with the decision it would take, without changing the search.
     GreedyStepResult score(StepKind kind, const ProgressFn& progress = {}) const;
+    // Commits a score() result made for the current state (same prefix and step number): does what step()
+    // does with it — appends its chosen token (one forward pass for the new prefix's KV and L_q) or stops.
+    // step(kind) is commit(score(kind)). After a stop it returns that stop, like step(). Throws Error if
+    // the result is for another prefix or step.
+    GreedyStepResult commit(GreedyStepResult scored);
     // Interactive calibration: appends `token` whatever tau says (one forward pass for its L_q), and
     // resumes a stopped search. Throws Error if the prefix is already max_prefix long or the id is invalid.
     GreedyStepResult override_step(int32_t token, const ProgressFn& progress = {});
     // L_q(prefix + t) on the whole sample for the given tokens (any order), without changing the search.
     std::vector<double> evaluate(const std::vector<int32_t>& tokens, const ProgressFn& progress = {}) const;
+    // Undoes the last step (the last history entry, from step(), commit() or override_step()): removes its
+    // token, or its stop, and brings back the state before it exactly: prefix, prefix KV, L_q, stop state
+    // and step count. Returns false when the history is empty. Steps that came from restore() are undone
+    // by recomputing the shorter prefix's KV and L_q (the same computation as when it was made).
+    bool undo();
 
     bool done() const { return stop_ != StopReason::None; }
     StopReason stop_reason() const { return stop_; }
@@ -164,6 +174,16 @@ private:
                         double f1, const std::string& label) const;
     void set_prefix(std::vector<int32_t> prefix);
     void record(const GreedyStepResult& r);
+    void set_last_stop(const std::string& note);  // last_stop_ for stop_ without a step result
+
+    // The state before each of the last undo_.size() history entries (oldest first), for undo().
+    struct Before {
+        KVCache kv;
+        double loss = 0;
+        StopReason stop = StopReason::None;
+        GreedyStepResult last_stop;
+    };
+    Before before() const { return {prefix_kv_, loss_, stop_, last_stop_}; }
 
     std::shared_ptr<const Model> model_;
     std::vector<int32_t> sample_;
@@ -176,6 +196,7 @@ private:
     GreedyStepResult last_stop_;
     std::vector<GreedyHistoryEntry> history_;
     int steps_ = 0;
+    std::vector<Before> undo_;
 };
 
 }  // namespace cushion

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "perplexity.h"
 #include "quant_config.h"
+#include "safetensors.h"
 
 namespace cushion {
 
@@ -291,6 +292,32 @@ void PrefixTuner::save_state(std::vector<std::pair<std::string, at::Tensor>>* te
                        {"t", t_},
                        {"history", steps}}
                       .dump();
+}
+
+void PrefixTuner::save_state(const std::string& path) const {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    std::string state;
+    save_state(&tensors, &state);
+    save_safetensors(path, tensors,
+                     {{"format", "cushioncache-tuner-state"}, {"version", "1"}, {"tune", state}, {"tool_version", CUSHION_VERSION}});
+}
+
+void PrefixTuner::load_state(const std::string& path) {
+    SafetensorsFile f(path);
+    const auto& meta = f.metadata();
+    auto get = [&](const std::string& k) {
+        auto it = meta.find(k);
+        return it == meta.end() ? std::string() : it->second;
+    };
+    if (get("format") != "cushioncache-tuner-state") throw Error(path + ": not a tuner state file");
+    if (get("version") != "1") throw Error(path + ": tuner state version '" + get("version") + "' is not supported");
+    std::map<std::string, at::Tensor> tensors;
+    for (const auto& n : f.names()) tensors[n] = f.get(n);
+    try {
+        restore(tensors, get("tune"));
+    } catch (const Error& e) {
+        throw Error(path + ": " + e.what());
+    }
 }
 
 void PrefixTuner::restore(const std::map<std::string, at::Tensor>& tensors, const std::string& state) {

@@ -101,6 +101,15 @@ public:
     // prefix and the settings.
     void save_state(std::vector<std::pair<std::string, at::Tensor>>* tensors, std::string* state_json) const;
     void restore(const std::map<std::string, at::Tensor>& tensors, const std::string& state_json);
+    // The same state as one safetensors file (written atomically): the tuned K/V, Adam's moments, the step
+    // count and the epoch/batch position, so that a fresh tuner made with the same model, cushion,
+    // documents and settings resumes exactly where this one stopped.
+    //   metadata "format": "cushioncache-tuner-state", "version": "1", "tune": the state JSON, tool_version
+    //   tensors  "tune.{k,v,mk,vk,mv,vv}.<layer>" float32
+    // load_state() throws Error on a missing or foreign file, or a state made for another model, prefix or
+    // settings (nothing changes then).
+    void save_state(const std::string& path) const;
+    void load_state(const std::string& path);
 
 private:
     std::vector<size_t> epoch_order(int epoch) const;

@@ -413,6 +413,95 @@ TEST(GreedySearch, CheckpointRestoreContinuesIdentically) {
               std::string::npos);
 }
 
+TEST(GreedySearch, UndoRestoresTheStateBeforeTheStep) {
+    auto m = tiny();
+    GreedySearchOptions o;
+    o.tau = 1.0;
+    o.max_prefix = 4;
+    // A sample on which the first two steps both accept a token (the choice of seed is deterministic).
+    std::vector<int32_t> sample;
+    for (uint64_t seed = 7; seed < 40 && sample.empty(); ++seed) {
+        GreedySearch probe(m, tiny_sample(24, 13, seed), o);
+        if (probe.step().accepted && probe.step().accepted) sample = probe.sample();
+    }
+    ASSERT_FALSE(sample.empty());
+    GreedySearch s(m, sample, o);
+    const std::string s0 = s.state_json();
+    EXPECT_FALSE(s.undo());  // nothing to undo
+    s.step();
+    ASSERT_EQ(s.prefix().size(), 2u) << "precondition: the first step accepts";
+    const std::string s1 = s.state_json();
+    const double l1 = s.loss();
+    auto r2 = s.step();
+    ASSERT_TRUE(r2.accepted) << "precondition: the second step accepts";
+    const std::string s2 = s.state_json();
+    // step, step, undo == step: the same state, and the next step does exactly what it did before.
+    EXPECT_TRUE(s.undo());
+    EXPECT_EQ(s.state_json(), s1);
+    EXPECT_EQ(s.loss(), l1);
+    EXPECT_EQ(s.history().size(), 1u);
+    auto r2b = s.step();
+    EXPECT_EQ(r2b.step, r2.step);
+    EXPECT_EQ(r2b.chosen_token, r2.chosen_token);
+    EXPECT_EQ(r2b.best_loss, r2.best_loss);
+    EXPECT_EQ(r2b.loss_after, r2.loss_after);
+    EXPECT_TRUE(at::equal(r2b.candidate_loss.nan_to_num(-1), r2.candidate_loss.nan_to_num(-1)));
+    auto no_seconds = [](const std::string& st) {
+        auto j = nlohmann::json::parse(st);
+        for (auto& e : j["history"]["steps"]) e.erase("seconds");
+        return j;
+    };
+    EXPECT_EQ(no_seconds(s.state_json()), no_seconds(s2));
+    // score() then commit() is step(); a stale scoring is refused.
+    GreedySearch c(m, sample, o);
+    auto sc = c.score(StepKind::Exhaustive);
+    auto rc = c.commit(sc);
+    EXPECT_EQ(rc.chosen_token, s.history()[0].token);
+    EXPECT_EQ(c.loss(), l1);
+    EXPECT_NE(error_of([&] { c.commit(sc); }).find("another prefix"), std::string::npos);
+    // Undo back to the start.
+    EXPECT_TRUE(s.undo());
+    EXPECT_TRUE(s.undo());
+    EXPECT_EQ(s.state_json(), s0);
+    EXPECT_FALSE(s.undo());
+
+    // A stop is undone (the search goes on), and an override after a stop undone is stopped again.
+    GreedySearchOptions strict = o;
+    strict.tau = 1e-9;
+    GreedySearch t(m, sample, strict);
+    const std::string t0 = t.state_json();
+    auto stop = t.step();
+    ASSERT_TRUE(t.done());
+    const std::string t1 = t.state_json();
+    t.override_step(5);
+    EXPECT_FALSE(t.done());
+    EXPECT_TRUE(t.undo());
+    EXPECT_EQ(t.state_json(), t1);
+    EXPECT_TRUE(t.done());
+    EXPECT_EQ(t.step().reason, stop.reason);
+    EXPECT_TRUE(t.undo());
+    EXPECT_FALSE(t.done());
+    EXPECT_EQ(t.state_json(), t0);
+
+    // Steps restored from a checkpoint are undone by recomputing the shorter prefix: the same state.
+    GreedySearch u(m, sample, o);
+    u.restore(s2);
+    EXPECT_TRUE(u.undo());
+    EXPECT_EQ(no_seconds(u.state_json()), no_seconds(s1));
+    EXPECT_EQ(u.loss(), l1);
+    auto r2u = u.step();
+    EXPECT_EQ(r2u.chosen_token, r2.chosen_token);
+    EXPECT_EQ(r2u.best_loss, r2.best_loss);
+    GreedySearch v(m, sample, strict);
+    v.step();
+    v.override_step(5);
+    GreedySearch w(m, sample, strict);
+    w.restore(v.state_json());
+    EXPECT_TRUE(w.undo());
+    EXPECT_TRUE(w.done());  // the override had resumed a stopped search
+    EXPECT_EQ(w.prefix(), std::vector<int32_t>{1});
+}
+
 TEST(GreedySearch, CushionOfTheSearchAndItsFile) {
     auto m = tiny();
     const auto sample = tiny_sample(24, 13);
@@ -693,4 +782,52 @@ TEST(PrefixTuner, CancelLeavesStateUnchangedAndCheckpointsResume) {
     o2.lr = 0.1;
     PrefixTuner d(m, c, kTuneDocs, o2);
     EXPECT_NE(error_of([&] { d.restore(ck.tensors, ck.tune_state); }).find("lr"), std::string::npos);
+}
+
+TEST(PrefixTuner, StateFileResumesTuningExactly) {
+    auto m = tiny(11);
+    Cushion c = make_cushion(*m, {1, 6});
+    PrefixTuneOptions o;
+    o.batch_size = 2;
+    o.epochs = 2;
+    o.lr = 0.02;
+    PrefixTuner a(m, c, kTuneDocs, o), straight(m, c, kTuneDocs, o);
+    a.step();
+    a.step();
+    const std::string dir = temp_dir("tuner-state");
+    const std::string path = dir + "/session.tuner";
+    a.save_state(path);
+    // A fresh tuner (a reopened session) loads it and goes on: the same as tuning straight through.
+    PrefixTuner b(m, c, kTuneDocs, o);
+    b.load_state(path);
+    EXPECT_EQ(b.steps_done(), 2);
+    EXPECT_EQ(b.epoch(), a.epoch());
+    EXPECT_EQ(b.batch_in_epoch(), a.batch_in_epoch());
+    EXPECT_EQ(b.history().size(), 2u);
+    straight.step();
+    straight.step();
+    auto max_diff = [](const std::vector<at::Tensor>& x, const std::vector<at::Tensor>& y) {
+        double d = 0;
+        for (size_t l = 0; l < x.size(); ++l) d = std::max(d, (x[l] - y[l]).abs().max().item<double>());
+        return d;
+    };
+    for (int i = 0; i < 2; ++i) {  // the third batch (the epoch's last), then the first of epoch 2
+        auto rb = b.step(), rs = straight.step();
+        EXPECT_EQ(rb.step, rs.step);
+        EXPECT_EQ(rb.epoch, rs.epoch);
+        EXPECT_NEAR(rb.total, rs.total, 1e-6 * std::fabs(rs.total));
+        EXPECT_LT(max_diff(b.k(), straight.k()), 1e-6);
+        EXPECT_LT(max_diff(b.v(), straight.v()), 1e-6);
+    }
+    // Another learning rate, another prefix or a file that is not a tuner state: refused, nothing changed.
+    PrefixTuneOptions o2 = o;
+    o2.lr = 0.1;
+    PrefixTuner d(m, c, kTuneDocs, o2);
+    EXPECT_NE(error_of([&] { d.load_state(path); }).find("lr"), std::string::npos);
+    EXPECT_EQ(d.steps_done(), 0);
+    PrefixTuner e(m, make_cushion(*m, {1, 7}), kTuneDocs, o);
+    EXPECT_NE(error_of([&] { e.load_state(path); }).find("another prefix"), std::string::npos);
+    save_cushion(c, dir + "/a.cushion");
+    EXPECT_NE(error_of([&] { e.load_state(dir + "/a.cushion"); }).find("not a tuner state"), std::string::npos);
+    EXPECT_NE(error_of([&] { e.load_state(dir + "/missing.tuner"); }), "<no error>");
 }
