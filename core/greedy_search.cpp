@@ -1,5 +1,7 @@
 #include "greedy_search.h"
 
+#include "device_memory.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -101,7 +103,13 @@ int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, a
 }
 
 int64_t default_memory_budget(c10::Device dev) {
-    return dev.is_cpu() ? int64_t(32) << 20 : int64_t(2) << 30;
+    const DeviceMemory mem = query_device_memory(dev);
+    if (dev.is_cpu()) {
+        const int64_t fast = int64_t(32) << 20;  // cache-sized batches are the fastest on the CPU
+        return mem.known() ? std::max<int64_t>(1, std::min(fast, mem.free_bytes / 4)) : fast;
+    }
+    // Half of what is free now (the rest for the weights' temporaries and the allocator's slack).
+    return mem.known() ? std::max<int64_t>(1, mem.free_bytes / 2) : int64_t(2) << 30;
 }
 
 double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n) {
@@ -190,6 +198,15 @@ int64_t GreedySearch::batch_size(int64_t n) const {
     const int64_t P = (int64_t)prefix_.size() + 1;
     const int64_t per = search_bytes_per_candidate(model_->config, P, n, model_->dtype());
     const int64_t budget = opts_.memory_budget > 0 ? opts_.memory_budget : default_memory_budget(model_->device());
+    if (per > budget) {
+        // Even one candidate needs more than the budget: fine when the device has room for it, else a clear
+        // error now rather than running out of memory in the middle of a step.
+        const DeviceMemory mem = query_device_memory(model_->device());
+        if (mem.known() && per > mem.free_bytes)
+            throw Error("greedy search: one candidate over a sample of " + std::to_string(n) + " tokens needs about " +
+                        format_bytes(per) + " of memory, and the device has " + format_bytes(mem.free_bytes) +
+                        " free (" + mem.source + "); use a shorter sample (--sample-tokens) or a smaller dtype");
+    }
     int64_t b = std::max<int64_t>(1, budget / std::max<int64_t>(per, 1));
     if (opts_.max_batch > 0) b = std::min(b, opts_.max_batch);
     return std::max<int64_t>(1, std::min<int64_t>(b, std::max<size_t>(candidates_.size(), 1)));

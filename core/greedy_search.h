@@ -62,9 +62,11 @@ int64_t default_sample_tokens(const ModelConfig& c, int max_prefix);
 // Transient bytes of one candidate row of a batch: the sample of n tokens after a prefix of P tokens
 // (attention scores dominate: 3 x heads x n x (P + n) floats). Used to size batches from the budget.
 int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, at::ScalarType dtype);
-// The batch memory used when GreedySearchOptions::memory_budget is 0: 32 MiB on the CPU (small batches
-// stay in cache: on the test machine one 509-token candidate per batch was 1.4x faster than 9), 2 GiB on
-// other devices (raise it on a large GPU).
+// The batch memory used when GreedySearchOptions::memory_budget is 0, from the device's free memory now
+// (query_device_memory): on the CPU 32 MiB (small batches stay in cache: on the test machine one
+// 509-token candidate per batch was 1.4x faster than 9) or a quarter of the available memory if less; on
+// a GPU half of its free memory (2 GiB when that cannot be read). A batch size is at least 1; when one
+// candidate needs more than the device has free, the step throws Error instead of running out of memory.
 int64_t default_memory_budget(c10::Device dev);
 // Floating-point operations of scoring one candidate: the one-token extension of a P-token prefix, then
 // the n-token sample after P + 1 cached tokens (2 per multiply-add in every block linear layer and in the

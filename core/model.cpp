@@ -56,11 +56,23 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return at::cat(outs, 2);
 }
 
+// A block linear, through args.kernels when set.
+at::Tensor block_linear(const ForwardArgs& args, int layer, LinearId id, const at::Tensor& x, const at::Tensor& w,
+                        const at::Tensor& b) {
+    return args.kernels ? args.kernels->linear(layer, id, x, w, b) : linear(x, w, b);
+}
+
 void call_hook(ActivationHook* hook, int layer, Site site, at::Tensor& x, const at::Tensor& valid) {
     if (hook) hook->on_activation(layer, site, x, valid);
 }
 
 }  // namespace
+
+const char* linear_name(LinearId id) {
+    static const char* names[] = {"q", "k", "v", "o", "gate", "up", "down"};
+    const int i = static_cast<int>(id);
+    return i >= 0 && i < kLinearCount ? names[i] : "?";
+}
 
 c10::Device Model::device() const { return weights.tok_emb.device(); }
 at::ScalarType Model::dtype() const { return weights.tok_emb.scalar_type(); }
@@ -138,9 +150,9 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         at::Tensor h = opt ? (c.do_layer_norm_before ? layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps) : x)
                            : rms_norm(x, L.attn_norm, c.norm_eps);
         call_hook(args.hook, li, Site::AttnIn, h, valid);
-        at::Tensor q = linear(h, L.wq, L.bq).view({B, T, H, D}).transpose(1, 2);    // (B, H, T, D)
-        at::Tensor k = linear(h, L.wk, L.bk).view({B, T, KVH, D}).transpose(1, 2);  // (B, KVH, T, D)
-        at::Tensor v = linear(h, L.wv, L.bv).view({B, T, KVH, D}).transpose(1, 2);
+        at::Tensor q = block_linear(args, li, LinearId::Q, h, L.wq, L.bq).view({B, T, H, D}).transpose(1, 2);    // (B, H, T, D)
+        at::Tensor k = block_linear(args, li, LinearId::K, h, L.wk, L.bk).view({B, T, KVH, D}).transpose(1, 2);  // (B, KVH, T, D)
+        at::Tensor v = block_linear(args, li, LinearId::V, h, L.wv, L.bv).view({B, T, KVH, D}).transpose(1, 2);
         if (!opt) {
             q = apply_rope(q, cos, sin);
             k = apply_rope(k, cos, sin);
@@ -160,16 +172,17 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         at::Tensor vr = rep == 1 ? v : v.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
         at::Tensor attn = attention(q, kr, vr, mask, P, scale).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)
         call_hook(args.hook, li, Site::OIn, attn, valid);
-        x = x + linear(attn, L.wo, L.bo);
+        x = x + block_linear(args, li, LinearId::O, attn, L.wo, L.bo);
         if (opt && !c.do_layer_norm_before) x = layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps);
         // --- feed-forward ---
         h = opt ? (c.do_layer_norm_before ? layer_norm(x, L.ffn_norm, L.ffn_norm_bias, c.norm_eps) : x)
                 : rms_norm(x, L.ffn_norm, c.norm_eps);
         call_hook(args.hook, li, Site::MlpIn, h, valid);
-        at::Tensor g = opt ? at::relu(linear(h, L.w_up, L.b_up))
-                           : at::silu(linear(h, L.w_gate, at::Tensor())) * linear(h, L.w_up, at::Tensor());
+        at::Tensor g = opt ? at::relu(block_linear(args, li, LinearId::Up, h, L.w_up, L.b_up))
+                           : at::silu(block_linear(args, li, LinearId::Gate, h, L.w_gate, at::Tensor())) *
+                                 block_linear(args, li, LinearId::Up, h, L.w_up, at::Tensor());
         call_hook(args.hook, li, Site::DownIn, g, valid);
-        x = x + linear(g, L.w_down, L.b_down);
+        x = x + block_linear(args, li, LinearId::Down, g, L.w_down, L.b_down);
         if (opt && !c.do_layer_norm_before) x = layer_norm(x, L.ffn_norm, L.ffn_norm_bias, c.norm_eps);
         call_hook(args.hook, li, Site::Residual, x, valid);
     }
@@ -177,7 +190,11 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
     if (args.last_logits_only) x = x.narrow(1, T - 1, 1);
     x = opt ? (c.do_layer_norm_before ? layer_norm(x, weights.final_norm, weights.final_norm_bias, c.norm_eps) : x)
             : rms_norm(x, weights.final_norm, c.norm_eps);
-    return at::linear(x, weights.lm_head).to(at::kFloat);
+    return args.final_hidden ? x : lm_logits(x);
+}
+
+at::Tensor Model::lm_logits(const at::Tensor& hidden) const {
+    return at::linear(hidden, weights.lm_head).to(at::kFloat);
 }
 
 std::string Model::fingerprint() const {

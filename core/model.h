@@ -16,13 +16,29 @@
 
 namespace cushion {
 
+// The block linear layers, for LinearKernels (OPT: fc1 = Up, fc2 = Down; it has no Gate).
+enum class LinearId : int { Q = 0, K, V, O, Gate, Up, Down, Count };
+constexpr int kLinearCount = static_cast<int>(LinearId::Count);
+const char* linear_name(LinearId id);  // "q", "k", "v", "o", "gate", "up", "down"
+
+// Replaces how the block linears are computed (e.g. real int8 kernels for an exported package). The forward
+// pass calls it after the activation hook of the linear's input site; it must return x W^T + b, shaped
+// (..., out), in x's dtype. Embeddings, attention products and the LM head are not routed through it.
+class LinearKernels {
+public:
+    virtual ~LinearKernels() = default;
+    virtual at::Tensor linear(int layer, LinearId id, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const = 0;
+};
+
 struct ForwardArgs {
     const KVCache* prefix = nullptr;  // prepended K/V (batch 1 is broadcast); positions continue after it
     KVCache* present = nullptr;       // if set, receives prefix + new K/V per layer (for decoding)
     ActivationHook* hook = nullptr;   // observes / replaces activations at every site
+    const LinearKernels* kernels = nullptr;  // computes the block linears; null = at::linear (float)
     at::Tensor valid;                 // (B, T) bool, false on right padding; undefined = all real
     bool last_logits_only = false;    // logits for the last position only: (B, 1, V)
     bool skip_logits = false;         // stop after the last block (probes, calibration)
+    bool final_hidden = false;        // return the final-norm hidden states (B, T, C) instead of logits
 };
 
 class Model {
@@ -42,6 +58,9 @@ public:
     // tokens: (B, T) int64 on any device. Returns float32 logits (B, T, V) (or (B, 1, V)), or an
     // undefined tensor with skip_logits. Runs under no-grad unless a caller enables gradients.
     at::Tensor forward(const at::Tensor& tokens, const ForwardArgs& args = {}) const;
+    // The LM head on final-norm hidden states (from ForwardArgs::final_hidden): float32 logits (..., V).
+    // forward() is final_hidden followed by this; callers use it to take the logits a slice at a time.
+    at::Tensor lm_logits(const at::Tensor& hidden) const;
 
     // A stable hash of the architecture and weights (hex), to tie cushion files to their model.
     // Computed once (load_model does it while the weights are float32) and cached.

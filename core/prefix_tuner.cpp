@@ -35,7 +35,7 @@ json parse_or_empty(const std::string& s) {
 }  // namespace
 
 TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<std::vector<int32_t>>& seqs,
-                          double lambda, const QuantLossOptions& loss, bool with_grad) {
+                          double lambda, const QuantLossOptions& loss, bool with_grad, int64_t ce_chunk_bytes) {
     if (seqs.empty()) throw Error("prefix tuning: no documents in the batch");
     const auto dev = m.device();
     at::Tensor tokens, valid;
@@ -60,18 +60,35 @@ TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<s
     fa.prefix = &p;
     fa.hook = &hook;
     fa.valid = valid;
-    at::Tensor logits = m.forward(tokens, fa);  // (B, T, V) float32
-    const int64_t T = tokens.size(1);
+    // CE a slice of positions at a time: the (B, n, V) logits of a large vocabulary need not exist all at
+    // once. The LM head runs on detached hidden states; each slice's CE is backpropagated to them at once
+    // (freeing its logits), and the hidden states' accumulated gradient then flows into the model below
+    // together with L_q's. Same losses and gradients as one slice, up to summation order.
+    fa.final_hidden = true;
+    at::Tensor hidden = m.forward(tokens, fa);  // (B, T, C) final-norm hidden states
+    const int64_t B = tokens.size(0), T = tokens.size(1), V = m.config.vocab_size;
     TuneLoss r;
     r.docs = seqs.size();
     at::Tensor ce = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev));
+    at::Tensor h_in, h_det;  // the hidden states that predict a next token, and their detached copy
     if (T > 1) {
-        at::Tensor lp = at::log_softmax(logits.narrow(1, 0, T - 1), -1);          // (B, T-1, V)
-        at::Tensor tgt = tokens.narrow(1, 1, T - 1).unsqueeze(-1);               // (B, T-1, 1)
-        at::Tensor mask = valid.narrow(1, 1, T - 1);                             // target is real
-        at::Tensor nll = -lp.gather(-1, tgt).squeeze(-1).to(at::kDouble);        // (B, T-1)
-        r.tokens = mask.sum().item<int64_t>();
-        if (r.tokens > 0) ce = nll.masked_fill(at::logical_not(mask), 0.0).sum() / double(r.tokens);
+        at::Tensor mask_all = valid.narrow(1, 1, T - 1);  // the target is a real token
+        r.tokens = mask_all.sum().item<int64_t>();
+        h_in = hidden.narrow(1, 0, T - 1);
+        h_det = h_in.detach().requires_grad_(with_grad && h_in.requires_grad());
+        // logits, log-softmax and their gradient: about 3 float32 (B, n, V) tensors per slice
+        const int64_t per_position = 3 * B * V * int64_t(sizeof(float));
+        const int64_t n = std::max<int64_t>(1, std::min<int64_t>(T - 1, ce_chunk_bytes / std::max<int64_t>(per_position, 1)));
+        for (int64_t s = 0; s < T - 1 && r.tokens > 0; s += n) {
+            const int64_t len = std::min(n, T - 1 - s);
+            at::Tensor lp = at::log_softmax(m.lm_logits(h_det.narrow(1, s, len)), -1);  // (B, len, V)
+            at::Tensor tgt = tokens.narrow(1, s + 1, len).unsqueeze(-1);                  // (B, len, 1)
+            at::Tensor mask = mask_all.narrow(1, s, len);
+            at::Tensor nll = -lp.gather(-1, tgt).squeeze(-1).to(at::kDouble);             // (B, len)
+            at::Tensor part = nll.masked_fill(at::logical_not(mask), 0.0).sum() / double(r.tokens);
+            if (h_det.requires_grad()) part.backward();
+            ce = ce + part.detach();
+        }
     }
     at::Tensor lq = hook.loss();
     if (!lq.defined()) lq = at::zeros({(int64_t)seqs.size()}, at::TensorOptions().dtype(at::kDouble).device(dev));
@@ -82,7 +99,10 @@ TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<s
     r.total = total.item<double>();
     if (with_grad) {
         if (!std::isfinite(r.total)) throw Error("prefix tuning: the loss is not finite");
-        total.backward();
+        // d total / d KV: L_q's graph plus the hidden states' graph weighted by CE's gradient at them.
+        at::Tensor surrogate = lambda * lq;
+        if (h_det.defined() && h_det.grad().defined()) surrogate = surrogate + (h_in * h_det.grad()).sum().to(at::kDouble);
+        if (surrogate.requires_grad()) surrogate.backward();
         double sq = 0;
         for (size_t l = 0; l < p.k.size(); ++l) {
             at::Tensor gk = p.k[l].grad(), gv = p.v[l].grad();
@@ -180,7 +200,7 @@ TuneLoss PrefixTuner::loss_on(const std::vector<size_t>& idx, bool with_grad) co
         seqs.push_back(docs_[i]);
     }
     KVCache kv{k_, v_};
-    return prefix_tune_loss(*model_, kv, seqs, opts_.lambda, opts_.loss, with_grad);
+    return prefix_tune_loss(*model_, kv, seqs, opts_.lambda, opts_.loss, with_grad, opts_.ce_chunk_bytes);
 }
 
 TuneStepResult PrefixTuner::step(const ProgressFn& progress) {

@@ -45,6 +45,7 @@ struct PrefixTuneOptions {
     QuantLossOptions loss;       // bits (8) and sites of L_q
     bool shuffle = true;
     uint64_t seed = 0;
+    int64_t ce_chunk_bytes = int64_t(64) << 20;  // logits memory per CE slice (see prefix_tune_loss)
 };
 
 // One batch's losses (and, from gradients(), the gradients).
@@ -130,8 +131,11 @@ private:
 // The tuning loss of documents (token ids without <bos>, each fitting after the prefix) run after `kv`
 // (batch 1): CE, L_q and CE + lambda * L_q as described above. With with_grad, the gradients with respect
 // to kv's tensors (computed on detached float32 copies; float64 when kv is float64) are returned as well.
+// CE is taken a slice of positions at a time so that about ce_chunk_bytes of logits exist at once (a 32k
+// vocabulary makes (B, T, V) logits large); the result does not depend on it beyond summation order.
 TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<std::vector<int32_t>>& seqs,
-                          double lambda, const QuantLossOptions& loss, bool with_grad);
+                          double lambda, const QuantLossOptions& loss, bool with_grad,
+                          int64_t ce_chunk_bytes = int64_t(64) << 20);
 
 // The logits at the last prefix position given a (possibly tuned) KV: the last token run after the KV of
 // the earlier positions. (V) float32 on the CPU.

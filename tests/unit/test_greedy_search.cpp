@@ -784,6 +784,35 @@ TEST(PrefixTuner, CancelLeavesStateUnchangedAndCheckpointsResume) {
     EXPECT_NE(error_of([&] { d.restore(ck.tensors, ck.tune_state); }).find("lr"), std::string::npos);
 }
 
+TEST(PrefixTuner, CrossEntropyInSlicesEqualsOneSlice) {
+    // The tuning CE taken one position at a time (as for a large vocabulary) gives the same losses and
+    // gradients as taking every position at once: only the summation order differs.
+    auto m = tiny(11);
+    m->to(c10::Device(c10::kCPU), at::kDouble);
+    Cushion c = make_cushion(*m, {1, 6, 9});
+    for (auto* v : {&c.kv.k, &c.kv.v})
+        for (auto& t : *v) t = t.to(at::kDouble);
+    std::vector<std::vector<int32_t>> seqs;
+    for (size_t i = 0; i < 3; ++i) seqs.emplace_back(kTuneDocs[i].begin() + 1, kTuneDocs[i].end());
+    QuantLossOptions lo;
+    const TuneLoss whole = prefix_tune_loss(*m, c.kv, seqs, 0.05, lo, true, int64_t(1) << 40);
+    const TuneLoss sliced = prefix_tune_loss(*m, c.kv, seqs, 0.05, lo, true, /*ce_chunk_bytes=*/1);
+    EXPECT_GT(whole.ce, 0);
+    EXPECT_LT(rel(sliced.ce, whole.ce), 1e-9) << sliced.ce << " vs " << whole.ce;
+    EXPECT_LT(rel(sliced.lq, whole.lq), 1e-12);
+    EXPECT_LT(rel(sliced.total, whole.total), 1e-9);
+    EXPECT_EQ(sliced.tokens, whole.tokens);
+    EXPECT_LT(rel(sliced.grad_norm, whole.grad_norm), 1e-6);
+    for (size_t l = 0; l < whole.grad_k.size(); ++l) {
+        EXPECT_LT((sliced.grad_k[l] - whole.grad_k[l]).abs().max().item<double>(), 1e-6 * whole.grad_norm) << l;
+        EXPECT_LT((sliced.grad_v[l] - whole.grad_v[l]).abs().max().item<double>(), 1e-6 * whole.grad_norm) << l;
+    }
+    // Without gradients: the same losses.
+    const TuneLoss eval = prefix_tune_loss(*m, c.kv, seqs, 0.05, lo, false, 1);
+    EXPECT_LT(rel(eval.total, whole.total), 1e-9);
+    EXPECT_TRUE(eval.grad_k.empty());
+}
+
 TEST(PrefixTuner, StateFileResumesTuningExactly) {
     auto m = tiny(11);
     Cushion c = make_cushion(*m, {1, 6});
