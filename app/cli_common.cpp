@@ -3,6 +3,8 @@
 #include <cstdio>
 
 #include "cli_progress.h"
+#include "error.h"
+#include "int8_kernels.h"
 #include "model_loader.h"
 #include "resources.h"
 
@@ -63,7 +65,14 @@ std::shared_ptr<Model> load_model_from_args(const Args& a) {
 
 std::shared_ptr<QuantizedPackage> package_from_args(const Args& a) {
     const std::string path = model_arg(a);
-    if (!is_package_directory(path)) return nullptr;
+    const std::string kernels = a.get("kernels", "simulated");
+    if (kernels != "simulated" && kernels != "int8")
+        throw Error("--kernels must be simulated or int8, not '" + kernels + "'");
+    if (!is_package_directory(path)) {
+        if (kernels != "simulated")
+            throw Error("--kernels int8 runs an exported package (`cushion export`); " + path + " is not one");
+        return nullptr;
+    }
     const c10::Device dev = parse_device(a.get("device", "cpu"));
     const at::ScalarType dt = parse_dtype(a.get("dtype", "fp32"));
     LoadPackageOptions lo;
@@ -74,6 +83,12 @@ std::shared_ptr<QuantizedPackage> package_from_args(const Args& a) {
     bar.finish();
     for (const auto& w : p->model->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     p->to(dev, dt);
+    if (kernels == "int8") {
+        const Int8KernelInfo k = use_int8_kernels(*p);
+        std::fprintf(stderr, "int8 kernels (%s engine): %d block linears as uint8 x int8 -> int32, %d on float32\n",
+                     k.engine.c_str(), k.int8_linears, k.fallback_linears);
+        for (const auto& n : k.notes) std::fprintf(stderr, "notice: %s\n", n.c_str());
+    }
     return p;
 }
 

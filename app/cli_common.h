@@ -30,6 +30,8 @@ std::string model_arg(const Args& a);  // the path that load_model_from_args use
 std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m);
 // MODEL is an exported package (a directory with quantization.json): loads it (hashes checked) onto --device in
 // --dtype with a progress bar; nullptr when MODEL is not a package.
+// --kernels int8 switches the package to the integer kernels (int8_kernels.h); an Error when it cannot, or when
+// MODEL is not a package.
 std::shared_ptr<QuantizedPackage> package_from_args(const Args& a);
 // --wbits --abits --group --act --smoothquant --kv-bits (eval's defaults: W8A8 per-tensor-static g128, SQ off).
 QuantConfig quant_config_from_args(const Args& a);

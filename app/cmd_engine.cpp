@@ -31,6 +31,10 @@ const char* kGenerateHelp =
     "  --top-p P           nucleus sampling mass (default 1 = off)\n"
     "  --cushion FILE      prepend this cushion (prefix KV cache); the prompt then gets no <bos> of its own\n"
     "  MODEL may be a package from `cushion export`: it runs with its quantizer and its cushion\n"
+    "  --kernels K         with a package: simulated (default: float32 products on the dequantized integer\n"
+    "                      grid, same numbers as an integer kernel up to rounding) or int8 (real uint8 x int8\n"
+    "                      -> int32 products on the CPU via libtorch's quantized engine; W8A8 per-tensor-static\n"
+    "                      packages, fp32; linears it cannot take stay float32, with a notice on stderr)\n"
     "  With --json: {\"prompt_tokens\": [...], \"tokens\": [...], \"text\": ...}\n";
 
 const char* kPplHelp =
@@ -41,6 +45,11 @@ const char* kPplHelp =
     "  --batch-tokens N    padded tokens per forward batch (default 8192)\n"
     "  --cushion FILE      run every document after this cushion (prefix KV cache) instead of its <bos>;\n"
     "                      the same tokens are predicted (the first from the cushion's last logits)\n"
+    "  MODEL may be a package from `cushion export`: it runs with its quantizer and its cushion\n"
+    "  --kernels K         with a package: simulated (default: float32 products on the dequantized integer\n"
+    "                      grid, same numbers as an integer kernel up to rounding) or int8 (real uint8 x int8\n"
+    "                      -> int32 products on the CPU via libtorch's quantized engine; W8A8 per-tensor-static\n"
+    "                      packages, fp32; linears it cannot take stay float32, with a notice on stderr)\n"
     "  With --json: {\"ppl\": ..., \"tokens\": ..., \"docs\": ...}\n";
 
 const char* kProbeHelp =
@@ -87,7 +96,7 @@ int cmd_info(int argc, char** argv) {
 }
 
 int cmd_generate(int argc, char** argv) {
-    Args a = parse_command(argc, argv, {}, {"prompt", "max-tokens", "temperature", "seed", "top-p", "cushion"});
+    Args a = parse_command(argc, argv, {}, {"prompt", "max-tokens", "temperature", "seed", "top-p", "cushion", "kernels"});
     if (print_help_if_asked(a, kGenerateHelp)) return 0;
     const std::string prompt = a.require("prompt");
     GenerateOptions o;
@@ -99,7 +108,10 @@ int cmd_generate(int argc, char** argv) {
     auto m = pkg ? pkg->model : load_model_from_args(a);
     auto cush = cushion_from_args(a, *m);
     if (pkg && !cush) cush = std::make_unique<Cushion>(pkg->cushion);
-    if (pkg) o.hook = pkg->hook.get();
+    if (pkg) {
+        o.hook = pkg->hook.get();
+        o.kernels = pkg->kernels.get();
+    }
     if (cush) {
         o.prefix = &cush->kv;
         o.prefix_last_logits = cush->last_logits;
@@ -132,7 +144,7 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_ppl(int argc, char** argv) {
-    Args a = parse_command(argc, argv, {}, {"text", "batch-tokens", "cushion"});
+    Args a = parse_command(argc, argv, {}, {"text", "batch-tokens", "cushion", "kernels"});
     if (print_help_if_asked(a, kPplHelp)) return 0;
     const auto docs = read_documents(a.require("text"));
     PerplexityOptions o;
@@ -141,7 +153,10 @@ int cmd_ppl(int argc, char** argv) {
     auto m = pkg ? pkg->model : load_model_from_args(a);
     auto cush = cushion_from_args(a, *m);
     if (pkg && !cush) cush = std::make_unique<Cushion>(pkg->cushion);
-    if (pkg) o.hook = pkg->hook.get();
+    if (pkg) {
+        o.hook = pkg->hook.get();
+        o.kernels = pkg->kernels.get();
+    }
     if (cush) {
         o.prefix = &cush->kv;
         o.prefix_last_logits = cush->last_logits;

@@ -42,8 +42,9 @@ const char* kExportHelp =
     "  --kv-bits N            KV-cache quantization of new tokens: 0 (default), 4 or 8\n"
     "  --force                replace DIR if it exists\n"
     "  --batch-tokens N       padded tokens per forward batch (default 8192)\n"
-    "The package runs with `cushion eval DIR`, `cushion generate DIR` and `cushion ppl DIR`. On the CPU the\n"
-    "matrix products are float32 on the dequantized integer grid (simulated integer arithmetic, same numbers).\n";
+    "The package runs with `cushion eval DIR`, `cushion generate DIR` and `cushion ppl DIR`. By default the\n"
+    "matrix products are float32 on the dequantized integer grid (simulated integer arithmetic, same numbers);\n"
+    "`--kernels int8` runs W8A8 per-tensor-static packages with real int8 products on the CPU (no CUDA int8 yet).\n";
 
 const char* kVerifyHelp =
     "usage: cushion verify DIR [--text FILE] [--source MODEL] [--hashes-only]\n"
@@ -137,6 +138,7 @@ int eval_package(const Args& a) {
     const json recorded = info.contains("perplexity") ? info["perplexity"] : json(nullptr);
     if (a.has("json")) {
         json j = {{"package", pkg->dir}, {"setting", pkg->config.describe()}, {"ppl_cushion", r.ppl},
+                  {"kernels", pkg->kernels ? "int8" : "simulated"},
                   {"tokens", r.tokens}, {"docs", r.docs},
                   {"cushion", {{"prefix", pkg->cushion.prefix_text}, {"length", pkg->cushion.length()}}},
                   {"recorded_at_export", recorded}};

@@ -39,7 +39,11 @@ const char* kEvalHelp =
     "  --cushion FILE         also evaluate with this cushion (prefix KV cache) prepended\n"
     "  --sweep                the paper's table: FP, W8A8 per-token, per-tensor dynamic, per-tensor static,\n"
     "                         each with and without SmoothQuant 0.8 (bits from --wbits/--abits)\n"
-    "  --batch-tokens N       padded tokens per forward batch (default 8192)\n";
+    "  --batch-tokens N       padded tokens per forward batch (default 8192)\n"
+    "  --kernels K            with a package: simulated (default; float32 products on the dequantized integer\n"
+    "                         grid: simulated integer arithmetic, the CPU's default) or int8 (real uint8 x int8 ->\n"
+    "                         int32 products on the CPU via libtorch's quantized engine, W8A8 per-tensor-static\n"
+    "                         packages, fp32; linears it cannot take stay float32, with a notice on stderr)\n";
 
 const char* kOutliersHelp =
     "usage: cushion outliers [MODEL] --text FILE [--threshold R] [--site S] [--top N]\n"
@@ -83,9 +87,11 @@ QuantConfig quant_config_from_args(const Args& a) {
 
 int cmd_eval(int argc, char** argv) {
     Args a = parse_command(argc, argv, {"sweep"},
-                   {"text", "calib", "wbits", "group", "abits", "act", "smoothquant", "kv-bits", "cushion", "batch-tokens"});
+                   {"text", "calib", "wbits", "group", "abits", "act", "smoothquant", "kv-bits", "cushion", "batch-tokens",
+                    "kernels"});
     if (print_help_if_asked(a, kEvalHelp)) return 0;
     if (is_package_directory(model_arg(a))) return eval_package(a);  // its own quantization and cushion
+    if (a.has("kernels")) throw Error("--kernels applies to an exported package (`cushion export`), not to " + model_arg(a));
     const QuantConfig base = quant_config_from_args(a);
     const auto eval_docs = read_documents(a.require("text"));
     const auto calib_docs = read_documents(a.require("calib"));

@@ -129,6 +129,14 @@ void write_directory_atomically(const std::string& dir, bool overwrite,
     buf.push_back('\0');
     if (!mkdtemp(buf.data())) throw Error(dir + ": cannot create a temporary directory beside it");
     const fs::path tmp(buf.data());
+    const bool existed = fs::exists(target, ec);
+    // A failure inside: say which directory was not written and that nothing changed, then the cause (which names
+    // the file inside the temporary directory, e.g. "...: write failed: No space left on device").
+    auto failed = [&](const std::string& what) {
+        return Error(dir + ": not written (" +
+                     (existed ? std::string("the existing directory is unchanged") : std::string("nothing was left behind")) +
+                     "): " + what);
+    };
     try {
         fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                  fs::perms::others_read | fs::perms::others_exec, ec);
@@ -157,6 +165,18 @@ void write_directory_atomically(const std::string& dir, bool overwrite,
             fs::rename(tmp, target, ec);
             if (ec) throw Error(dir + ": cannot rename the new directory into place: " + ec.message());
         }
+    } catch (const Cancelled&) {
+        std::error_code ec2;
+        fs::remove_all(tmp, ec2);
+        throw;
+    } catch (const Error& e) {
+        std::error_code ec2;
+        fs::remove_all(tmp, ec2);
+        throw failed(e.what());
+    } catch (const std::exception& e) {  // e.g. std::filesystem_error from a copy into the full disk
+        std::error_code ec2;
+        fs::remove_all(tmp, ec2);
+        throw failed(e.what());
     } catch (...) {
         std::error_code ec2;
         fs::remove_all(tmp, ec2);

@@ -76,6 +76,7 @@ std::vector<int32_t> generate(const Model& m, const std::vector<int32_t>& prompt
         fa.present = &present;
         fa.last_logits_only = true;
         fa.hook = opts.hook;
+        fa.kernels = opts.kernels;
         at::Tensor logits = m.forward(tokens, fa)[0][0];
         cache = std::move(present);
         int32_t next = sample_token(logits, opts.temperature, opts.top_p, &rng);

@@ -21,6 +21,7 @@ struct GenerateOptions {
     const KVCache* prefix = nullptr;     // cushion; the prompt then runs without its own <bos>
     at::Tensor prefix_last_logits;       // the cushion's last-position logits: used when the prompt is only <bos>
     ActivationHook* hook = nullptr;      // e.g. a quantized package's activation quantizer, on every forward pass
+    const LinearKernels* kernels = nullptr;  // ForwardArgs::kernels, on every forward pass
     // Called with each new token; return false to stop.
     std::function<bool(int32_t token)> on_token;
 };

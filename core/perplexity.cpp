@@ -83,6 +83,7 @@ PerplexityResult perplexity(const Model& m, const std::vector<std::vector<int32_
         ForwardArgs fa;
         fa.prefix = with_prefix ? opts.prefix : nullptr;
         fa.hook = opts.hook;
+        fa.kernels = opts.kernels;
         fa.valid = valid;
         at::Tensor logits = m.forward(tokens, fa);  // (B, T, V) float32
         at::Tensor logp = at::log_softmax(logits.to(at::kDouble), -1).cpu();

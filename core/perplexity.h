@@ -26,6 +26,7 @@ struct PerplexityOptions {
     const KVCache* prefix = nullptr;   // cushion KV (batch 1)
     at::Tensor prefix_last_logits;     // (V) logits at the prefix's last position; required with prefix
     ActivationHook* hook = nullptr;    // e.g. a quantizer
+    const LinearKernels* kernels = nullptr;  // ForwardArgs::kernels (e.g. a package's int8 kernels)
     int64_t max_batch_tokens = 8192;   // documents are batched up to this many (padded) tokens
     ProgressFn progress;
 };

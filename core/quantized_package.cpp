@@ -448,6 +448,19 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
         in_width[&L.wo] = c.n_heads * c.head_dim;
         in_width[&L.w_down] = c.hidden_dim;
     }
+    std::map<const at::Tensor*, std::pair<int, LinearId>> linear_id;  // slot -> (layer, linear)
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+        auto& L = w.layers[l];
+        const int li = static_cast<int>(l);
+        linear_id[&L.wq] = {li, LinearId::Q};
+        linear_id[&L.wk] = {li, LinearId::K};
+        linear_id[&L.wv] = {li, LinearId::V};
+        linear_id[&L.wo] = {li, LinearId::O};
+        linear_id[&L.w_gate] = {li, LinearId::Gate};
+        linear_id[&L.w_up] = {li, LinearId::Up};
+        linear_id[&L.w_down] = {li, LinearId::Down};
+    }
+    if (cfg.weights_on() && cfg.wbits == 8) pkg->weight_codes.resize(w.layers.size());
     const double total = double(f.names().size()) + 1;
     size_t done = 0;
     w.for_each(c, [&](const std::string& name, at::Tensor& t) {
@@ -487,6 +500,9 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
             qw.bits = cfg.wbits;
             qw.group_size = codes.size(1) / scale.size(1);
             t = qw.dequantize().contiguous();
+            auto id = linear_id.find(&t);
+            if (!pkg->weight_codes.empty() && id != linear_id.end())
+                pkg->weight_codes[id->second.first][static_cast<int>(id->second.second)] = qw;
         } else if (f.contains(name)) {
             at::Tensor x = f.get(name);
             if (!x.is_floating_point()) throw Error(mpath + ": tensor " + name + " is not floating point");
@@ -576,6 +592,7 @@ PerplexityResult QuantizedPackage::perplexity(const std::vector<std::vector<int3
     PerplexityOptions o = opts;
     o.prefix = &cushion.kv;
     o.prefix_last_logits = cushion.last_logits;
+    if (!o.kernels) o.kernels = kernels.get();
     HookChain chain;
     chain.hooks = {opts.hook, hook.get()};
     o.hook = &chain;
@@ -585,6 +602,7 @@ PerplexityResult QuantizedPackage::perplexity(const std::vector<std::vector<int3
 at::Tensor QuantizedPackage::forward(const at::Tensor& tokens, const ForwardArgs& args) const {
     ForwardArgs a = args;
     a.prefix = &cushion.kv;
+    if (!a.kernels) a.kernels = kernels.get();
     HookChain chain;
     chain.hooks = {args.hook, hook.get()};
     a.hook = &chain;

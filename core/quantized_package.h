@@ -21,10 +21,12 @@
 // Loading dequantizes the integer codes: scale * code in float32 is bit-for-bit the fake-quantized weight of
 // QuantizedModel, and the static activation ranges are the calibrated ones, so the package's perplexity equals
 // the simulated-quantization perplexity of `cushion eval` with the same settings and cushion. On the CPU the
-// matrix products are float32 (simulated quantization on exact integer-grid values), not integer kernels.
+// matrix products are float32 (simulated quantization on exact integer-grid values) unless int8 kernels are
+// switched on (int8_kernels.h, `--kernels int8`).
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +37,7 @@
 #include "progress.h"
 #include "quant_config.h"
 #include "quantized_model.h"
+#include "quantizer.h"
 
 namespace cushion {
 
@@ -89,6 +92,12 @@ public:
     QuantConfig config;
     std::shared_ptr<const ActRanges> ranges;  // per-tensor-static only
     std::shared_ptr<ActQuantHook> hook;       // null when activations and KV are full precision
+    // The int8 weight codes and float32 scales of every block linear (wbits = 8 only; empty for 4-bit weights),
+    // indexed [layer][LinearId]; an entry is undefined for a linear the architecture lacks (OPT's gate).
+    std::vector<std::array<QuantizedWeight, kLinearCount>> weight_codes;
+    // How forward() and perplexity() compute the block linears: null = float32 products on the dequantized
+    // weights (simulated integer arithmetic, the default); set by use_int8_kernels (int8_kernels.h).
+    std::shared_ptr<const LinearKernels> kernels;
     Cushion cushion;
     std::string info_json;                    // quantization.json
 

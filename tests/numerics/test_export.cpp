@@ -350,6 +350,49 @@ TEST(Export, UnwritableTargetFailsCleanly) {
     EXPECT_TRUE(entries(parent).empty());
 }
 
+// A full disk in the middle of `cushion export`: the CLI runs as a child with a file-size limit (RLIMIT_FSIZE via
+// `ulimit -f`, SIGXFSZ ignored so writes fail with EFBIG, "File too large", as they would with ENOSPC). The limit
+// (100 blocks of 512 or 1024 bytes) lets the small files through and stops model.safetensors (~0.5 MiB).
+TEST(Export, FullDiskDuringCliExportLeavesNothingAndKeepsTheOldPackage) {
+    const std::string dir = temp_dir("export-full-disk");
+    const std::string B = bin_dir() + "/cushion";
+    auto m = load_model(stories_bin());
+    save_cushion(make_cushion(*m, {m->tokenizer->bos_id()}), dir + "/bos.cushion");
+    {  // two short documents keep the calibration and the export-time perplexities quick
+        const auto docs = read_documents(calib_text());
+        std::ofstream f(dir + "/calib.txt");
+        for (int i = 0; i < 2; ++i) f << docs.at(i).substr(0, 300) << "\n";
+    }
+    fs::create_directories(dir + "/out");
+    const std::string args = " export " + stories_bin() + " --cushion " + dir + "/bos.cushion --calib " + dir +
+                             "/calib.txt --quiet --out " + dir + "/out/";
+    auto limited = [&](const std::string& cmd) { return "trap '' XFSZ; ulimit -f 100; exec " + cmd + " 2>&1"; };
+    std::string out;
+    ASSERT_EQ(run_command(B + args + "pkg", &out), 0) << out;
+    const std::string info_before = read_text_file(dir + "/out/pkg/quantization.json");
+    const std::string model_sha = sha256_file(dir + "/out/pkg/model.safetensors");
+
+    // A new target: fails, names the file and the cause, leaves no directory and no temporary behind.
+    out.clear();
+    const int rc = run_command(limited(B + args + "new"), &out);
+    EXPECT_EQ(rc, 2) << out;
+    EXPECT_NE(out.find(dir + "/out/new: not written (nothing was left behind)"), std::string::npos) << out;
+    EXPECT_NE(out.find("model.safetensors"), std::string::npos) << out;
+    EXPECT_NE(out.find("File too large"), std::string::npos) << out;
+    EXPECT_EQ(entries(dir + "/out"), std::vector<std::string>{"pkg"});
+
+    // Overwriting an existing package with --force: fails the same way, the old package stays whole and valid.
+    out.clear();
+    EXPECT_EQ(run_command(limited(B + args + "pkg --force"), &out), 2) << out;
+    EXPECT_NE(out.find("not written (the existing directory is unchanged)"), std::string::npos) << out;
+    EXPECT_NE(out.find("File too large"), std::string::npos) << out;
+    EXPECT_EQ(entries(dir + "/out"), std::vector<std::string>{"pkg"});
+    EXPECT_EQ(read_text_file(dir + "/out/pkg/quantization.json"), info_before);
+    EXPECT_EQ(sha256_file(dir + "/out/pkg/model.safetensors"), model_sha);
+    out.clear();
+    EXPECT_EQ(run_command(B + " verify " + dir + "/out/pkg --hashes-only --quiet", &out), 0) << out;
+}
+
 // ------------------------------------------------------------------------------------ stories260K
 
 TEST(SlowExportStories, PackagePerplexityEqualsSimulatedEval) {
