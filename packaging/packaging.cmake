@@ -32,8 +32,13 @@ install(DIRECTORY ${CMAKE_SOURCE_DIR}/resources/text/
   DESTINATION ${CUSHION_SHARE_DIR}/text
   FILES_MATCHING PATTERN "*.txt" PATTERN "README.md")
 
-# Desktop integration (only meaningful with the GUI).
+# Desktop integration and the heatmap canvas's font (DejaVu Sans, with its licence): only with the GUI.
 if(CUSHION_GUI)
+  install(FILES
+    ${CMAKE_SOURCE_DIR}/resources/fonts/DejaVuSans.ttf
+    ${CMAKE_SOURCE_DIR}/resources/fonts/LICENSE
+    ${CMAKE_SOURCE_DIR}/resources/fonts/README.md
+    DESTINATION ${CUSHION_SHARE_DIR}/fonts)
   install(FILES ${CMAKE_CURRENT_LIST_DIR}/cushion-studio.desktop DESTINATION ${CMAKE_INSTALL_DATADIR}/applications)
   install(FILES ${CMAKE_CURRENT_LIST_DIR}/cushion-studio.svg
     DESTINATION ${CMAKE_INSTALL_DATADIR}/icons/hicolor/scalable/apps)

@@ -52,7 +52,7 @@ expect=(usr/bin/cushion
   usr/share/cushion-studio/text/{tinystories-calib.txt,tinystories-eval.txt})
 if [ "$GUI" = 1 ]; then
   expect+=(usr/bin/cushion-studio usr/share/applications/cushion-studio.desktop
-    usr/share/icons/hicolor/scalable/apps/cushion-studio.svg)
+    usr/share/icons/hicolor/scalable/apps/cushion-studio.svg usr/share/cushion-studio/fonts/{DejaVuSans.ttf,LICENSE})
 fi
 for f in "${expect[@]}"; do [ -f "$ROOT/$f" ] || fail "missing /$f"; done
 [ "$GUI" = 1 ] || [ ! -e "$ROOT/usr/bin/cushion-studio" ] || fail "cushion-studio packaged without the GUI"

@@ -3,6 +3,7 @@
 #include <imgui.h>
 #include <backends/imgui_impl_opengl3.h>
 
+#include <QFile>
 #include <QKeyEvent>
 #include <QMouseEvent>
 #include <QWheelEvent>
@@ -11,6 +12,7 @@
 #include <cmath>
 
 #include "colormap.h"
+#include "resources.h"
 
 namespace studio {
 
@@ -35,23 +37,38 @@ QString fmtValue(double v) {
     return QString::number(v, 'f', std::fabs(v) >= 100 ? 0 : (std::fabs(v) >= 10 ? 1 : 2));
 }
 
-// The ImGui font covers Latin-1: show SentencePiece's word marker as '_' and anything else as '?'.
-QByteArray imguiText(const QString& s) {
-    QString out = s;
-    for (QChar& c : out)
-        if (c.unicode() == 0x2581) c = QChar('_');
-    return out.toUtf8();
-}
-
 void text(ImDrawList* dl, float x, float y, ImU32 col, const QString& s) {
-    const QByteArray u = imguiText(s);
+    const QByteArray u = s.toUtf8();
     dl->AddText(ImVec2(x, y), col, u.constData(), u.constData() + u.size());
 }
 
 float textWidth(const QString& s) {
-    const QByteArray u = imguiText(s);
+    const QByteArray u = s.toUtf8();
     return ImGui::CalcTextSize(u.constData(), u.constData() + u.size()).x;
 }
+
+// The canvas font: DejaVu Sans from the shipped resources (resources/fonts), read once for every canvas.
+// Empty when missing: the canvases then use ImGui's built-in font (Latin-1 only), with a warning.
+const QByteArray& fontData() {
+    static const QByteArray data = [] {
+        QString path = "resources/fonts/DejaVuSans.ttf";
+        try {
+            path = QString::fromStdString(cushion::resource_dir()) + "/fonts/DejaVuSans.ttf";
+        } catch (const std::exception&) {
+        }
+        QFile f(path);
+        if (!f.open(QIODevice::ReadOnly)) {
+            qWarning("heatmap canvas: cannot read %s; token text outside Latin-1 will show as '?'", qPrintable(path));
+            return QByteArray();
+        }
+        return f.readAll();
+    }();
+    return data;
+}
+
+// Token text: Latin with Latin Extended-A/B (byte-level BPE's "Ġ", "Ċ"), IPA, Greek, Cyrillic, General
+// Punctuation, arrows, box drawing and Block Elements (SentencePiece's "▁"), and U+FFFD.
+const ImWchar kGlyphRanges[] = {0x0020, 0x052F, 0x2000, 0x206F, 0x2190, 0x21FF, 0x2500, 0x259F, 0xFFFD, 0xFFFD, 0};
 
 }  // namespace
 
@@ -88,8 +105,25 @@ void HeatmapCanvas::initializeGL() {
     ImGui::StyleColorsDark();
     ImGui::GetStyle().WindowPadding = ImVec2(0, 0);
     ImGui::GetStyle().WindowBorderSize = 0;
+    const QByteArray& font = fontData();
+    ImFontConfig cfg;
+    cfg.FontDataOwnedByAtlas = false;  // fontData() keeps it
+    font_loaded_ = !font.isEmpty() && io.Fonts->AddFontFromMemoryTTF(const_cast<char*>(font.constData()), font.size(),
+                                                                     13.f, &cfg, kGlyphRanges);
+    if (!font_loaded_) io.Fonts->AddFontDefault();
+    io.Fonts->Build();
     ImGui_ImplOpenGL3_Init("#version 330");
     ImGui::SetCurrentContext(previous);
+}
+
+bool HeatmapCanvas::hasGlyph(unsigned c) const {
+    if (!ctx_ || c > 0xFFFF) return false;
+    ImGuiContext* previous = ImGui::GetCurrentContext();
+    ImGui::SetCurrentContext(ctx_);
+    const ImFontAtlas* atlas = ImGui::GetIO().Fonts;
+    const bool found = !atlas->Fonts.empty() && atlas->Fonts[0]->FindGlyphNoFallback(static_cast<ImWchar>(c));
+    ImGui::SetCurrentContext(previous);
+    return found;
 }
 
 void HeatmapCanvas::dropTextures() {
@@ -532,7 +566,7 @@ void HeatmapCanvas::drawFrame() {
     // Tooltip for the hovered cell.
     if (hovered_.x() >= 0 && !dragging_) {
         ImGui::BeginTooltip();
-        const QByteArray u = imguiText(tooltipText(hovered_.y(), hovered_.x()));
+        const QByteArray u = tooltipText(hovered_.y(), hovered_.x()).toUtf8();
         ImGui::TextUnformatted(u.constData(), u.constData() + u.size());
         ImGui::EndTooltip();
     }

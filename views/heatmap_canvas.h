@@ -71,6 +71,10 @@ public:
     void setSyncFrames(bool on) { sync_frames_ = on; }
     // Renders one frame now (makeCurrent, paintGL, glFinish): for benchmarks.
     double renderFrameNow();
+    // The shipped font (resources/fonts/DejaVuSans.ttf) is in use, and has a glyph for code point c (for
+    // tests; both false before the first initializeGL).
+    bool fontLoaded() const { return font_loaded_; }
+    bool hasGlyph(unsigned c) const;
 
 signals:
     void cellHovered(int row, int col);
@@ -121,6 +125,7 @@ private:
     double last_frame_ms_ = 0;
     int frames_ = 0;
     bool sync_frames_ = false;
+    bool font_loaded_ = false;
     QElapsedTimer clock_;
     double last_time_ = 0;
 };

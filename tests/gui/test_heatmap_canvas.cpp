@@ -2,6 +2,7 @@
 // one texture fast enough to stay interactive, a single outlier cell stays visible when 4096 tokens are
 // squeezed into ~1000 pixels (max-pooled copies), and the hover/zoom arithmetic is exact.
 #include <QApplication>
+#include <QDir>
 #include <QElapsedTimer>
 #include <QSurfaceFormat>
 #include <QTest>
@@ -102,6 +103,38 @@ private slots:
         b.renderFrameNow();
         a.renderFrameNow();
         QVERIFY(a.frameCount() >= 2 && b.frameCount() >= 1);
+    }
+
+    // Token text as tokenizers give it: SentencePiece's "▁", byte-level BPE's "Ġ"/"Ċ", Cyrillic, Greek. The
+    // shipped DejaVu Sans has the glyphs (ImGui draws '?' for a missing one), and "▁" is not drawn as '?'.
+    void tokenStripDrawsNonLatinTokenText() {
+        HeatmapCanvas c;
+        c.resize(900, 200);
+        c.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&c));
+        const QStringList tokens{QString::fromUtf8("\u2581Once"), QString::fromUtf8("\u2581"), "?",
+                                 QString::fromUtf8("\u0120the\u010A"), QString::fromUtf8("\u043F\u0440\u0438\u0432\u0435\u0442"),
+                                 QString::fromUtf8("\u03B1\u03B2\u03B3")};
+        c.setData(2, int(tokens.size()), noise(2, int(tokens.size())));
+        c.setTokenStrip(tokens, std::vector<bool>(tokens.size(), false));
+        c.setShowTokenStrip(true);
+        c.renderFrameNow();
+        QVERIFY2(c.fontLoaded(), "resources/fonts/DejaVuSans.ttf was not loaded");
+        for (unsigned u : {0x2581u, 0x0120u, 0x010Au, 0x043Fu, 0x03B1u, 0x2019u, 0x00E9u})
+            QVERIFY2(c.hasGlyph(u), qPrintable(QString("no glyph for U+%1").arg(u, 4, 16, QChar('0'))));
+        QVERIFY(!c.hasGlyph(0x4E00));  // CJK is not in the ranges: drawn as '?'
+        const QImage img = c.grabFramebuffer();
+        QDir().mkpath(CUSHION_SCREENSHOT_DIR);
+        QVERIFY(img.save(QString(CUSHION_SCREENSHOT_DIR) + "/canvas_token_strip.png"));
+        // The strip cells of "▁" (column 1) and "?" (column 2) differ.
+        const double dpr = c.devicePixelRatioF();
+        const QRectF p = c.plotRect();
+        const int w = int(p.width() / tokens.size() * dpr) - 4, h = int(28 * dpr);
+        auto cell = [&](int col) {
+            const double x0 = c.cellCenter(0, col).x() - p.width() / tokens.size() / 2;
+            return img.copy(int(x0 * dpr) + 2, int(p.bottom() * dpr), w, h);
+        };
+        QVERIFY(cell(1) != cell(2));
     }
 };
 
