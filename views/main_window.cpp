@@ -340,11 +340,24 @@ MainWindow::MainWindow(Options opts, QWidget* parent) : QMainWindow(parent), opt
                 .arg(r->seconds, 0, 'f', 2));
         emit perplexityMeasured();
     });
+    connect(tw, &TuneWorker::stateSaved, this, [this] {
+        if (!after_tuner_saved_) return;
+        const auto save = std::move(after_tuner_saved_);
+        after_tuner_saved_ = nullptr;
+        save();
+    });
     connect(tw, &Worker::failed, this, [this](const QString& m) {
         tune_running_ = false;
         tune_panel_->setFailed(m);
         setTask({}, -1);
-        showError(tr("Tuning: %1").arg(m));
+        if (after_tuner_saved_) {
+            after_tuner_saved_ = nullptr;
+            showError(tr("The session was not saved: the tuner state could not be written: %1").arg(m));
+        } else if (pending_session_ && session_stage_ == 4) {
+            finishSessionRestore(tr("tuning cannot resume: %1").arg(m));
+        } else {
+            showError(tr("Tuning: %1").arg(m));
+        }
     });
     connect(tw, &Worker::cancelled, this, [this] {
         tune_running_ = false;
@@ -391,7 +404,7 @@ MainWindow::MainWindow(Options opts, QWidget* parent) : QMainWindow(parent), opt
         restored_points_ = pending_session_->tune_points;
         tune_panel_->setRestored(restored_points_, cushionText(c));
         log(tr("Tuned cushion restored from %1").arg(path));
-        finishSessionRestore({});
+        restoreSessionTuner();
     });
     connect(ew, &Worker::failed, this, [this](const QString& m) {
         setTask({}, -1);
@@ -473,11 +486,11 @@ void MainWindow::buildDocks() {
 
     connect(model_panel_, &ModelPanel::openFileRequested, this, [this] {
         const QString f = QFileDialog::getOpenFileName(this, tr("Open model"), QSettings().value("dir/model").toString(),
-                                                       tr("Models (*.bin *.gguf);;All files (*)"));
+                                                       tr("Models and packages (*.bin *.gguf quantization.json);;All files (*)"));
         if (!f.isEmpty()) openModel(f);
     });
     connect(model_panel_, &ModelPanel::openDirectoryRequested, this, [this] {
-        const QString d = QFileDialog::getExistingDirectory(this, tr("Open a Hugging Face model directory"),
+        const QString d = QFileDialog::getExistingDirectory(this, tr("Open a Hugging Face model or an exported package"),
                                                             QSettings().value("dir/model").toString());
         if (!d.isEmpty()) openModel(d);
     });
@@ -526,7 +539,7 @@ void MainWindow::buildActions() {
         return a;
     };
     act(file, tr("&Open model file…"), QKeySequence::Open, [this] { emit model_panel_->openFileRequested(); });
-    act(file, tr("Open model &folder…"), QKeySequence(tr("Ctrl+Shift+O")),
+    act(file, tr("Open model or package &folder…"), QKeySequence(tr("Ctrl+Shift+O")),
         [this] { emit model_panel_->openDirectoryRequested(); });
     act(file, tr("Open &default model"), QKeySequence(tr("Ctrl+Shift+D")), [this] { openDefaultModel(); });
     recent_menu_ = file->addMenu(tr("Open &recent"));
@@ -698,7 +711,10 @@ void MainWindow::dropEvent(QDropEvent* e) {
 
 // --------------------------------------------------------------------------------------------- actions
 
-void MainWindow::openModel(const QString& path) {
+void MainWindow::openModel(const QString& chosen) {
+    // An exported package is its directory; choosing (or dropping) its quantization.json opens it too.
+    const QFileInfo fi(chosen);
+    const QString path = fi.fileName() == "quantization.json" && fi.isFile() ? fi.absolutePath() : chosen;
     if (workers_->model()->isBusy()) {
         // One load at a time: cancel the running one, this one starts when it has stopped.
         pending_model_ = path;
@@ -747,6 +763,7 @@ void MainWindow::onModelLoaded(const ModelInfoPtr& info) {
     banner_box_->hide();  // an earlier error is in the log; the window now shows the new model
     model_panel_->setModel(info);
     quant_panel_->setModelAvailable(true);
+    quant_panel_->setPackage(info->package);
     addRecent(info->path);
     QSettings().setValue("model/last", info->path);
     layer_spin_->setRange(0, static_cast<int>(info->layers) - 1);
@@ -761,6 +778,11 @@ void MainWindow::onModelLoaded(const ModelInfoPtr& info) {
             .arg(formatBytes(info->weight_bytes))
             .arg(info->load_seconds, 0, 'f', 2));
     for (const QString& w : info->warnings) log(tr("warning: %1").arg(w));
+    if (const auto& p = info->package) {
+        log(tr("Package %1: %2, cushion %3 (exported by cushion %4)").arg(p->dir, p->describe, p->cushion_text, p->tool_version));
+        quant_dock_->raise();
+        cushionChanged();  // the package's cushion is the current one
+    }
     updateStatus();
     emit modelLoaded();
     requestProbe();
@@ -807,6 +829,10 @@ void MainWindow::runQuantization() {
         return;
     }
     if (workers_->quant()->isBusy()) return;
+    if (model_->package) {
+        log(tr("The package's scheme is fixed: its perplexities are those measured at export"));
+        return;
+    }
     QuantRequest req;
     req.model = model_;
     req.settings = quant_panel_->settings();
@@ -1088,7 +1114,8 @@ void MainWindow::refreshCompare() {
 
 CushionPtr MainWindow::currentCushion() const {
     if (tuned_cushion_) return tuned_cushion_;
-    return search_snap_ ? search_snap_->cushion : nullptr;
+    if (search_snap_ && search_snap_->cushion) return search_snap_->cushion;
+    return model_ && model_->package ? model_->package->cushion : nullptr;  // an opened package's own
 }
 
 bool MainWindow::cushionIsTuned() const { return tuned_cushion_ != nullptr; }
@@ -1294,7 +1321,7 @@ void MainWindow::onSearchUpdated(const SearchSnapshotPtr& snap) {
             const ModelInfoPtr m = model_;
             WorkerThreads::post(w, [w, file, m] { w->loadCushion(file, m); });
         } else {
-            finishSessionRestore({});
+            restoreSessionTuner();
         }
     }
     if (was_starting) {
@@ -1435,6 +1462,10 @@ void MainWindow::onTuneUpdated(const TuneSnapshotPtr& snap) {
     }
     tune_panel_->setSnapshot(snap);
     emit tuningUpdated();
+    if (pending_session_ && session_stage_ == 4) {
+        log(tr("Tuning resumes from the session: %1 of %2 batches done").arg(snap->steps_done).arg(snap->total_steps));
+        finishSessionRestore({});
+    }
     if (tune_running_) {
         if (snap->done) {
             tune_running_ = false;
@@ -1488,6 +1519,10 @@ void MainWindow::showExportDialog() {
 void MainWindow::exportPackage() {
     if (!export_dialog_) return;
     const CushionPtr c = currentCushion();
+    if (model_ && model_->package) {
+        export_dialog_->setFailed(tr("this model is an exported package already: export from the original model"));
+        return;
+    }
     if (!model_ || !c) {
         export_dialog_->setFailed(tr("run the search first: the package carries its cushion"));
         return;
@@ -1546,11 +1581,23 @@ void MainWindow::saveSession(const QString& path) {
         d.cushion_prefix = search_snap_ ? search_snap_->prefix : std::vector<int>{};
     }
     d.site = site();
+    if (tune_snap_) d.tuner_file = sessionTunerPath(path);  // a tuner to resume
     const QByteArray json = sessionToJson(d, path);
     log(tr("Saving the session to %1").arg(path));
     ExportWorker* w = workers_->exporter();
     const QString cpath = d.cushion_file;
-    WorkerThreads::post(w, [w, path, json, c, cpath] { w->saveSession(path, json, c, cpath); });
+    auto save = [w, path, json, c, cpath] { WorkerThreads::post(w, [w, path, json, c, cpath] { w->saveSession(path, json, c, cpath); }); };
+    if (d.tuner_file.isEmpty()) {
+        save();
+        return;
+    }
+    // The tuner lives on the tuning thread: its state first (between batches), then the session naming it.
+    after_tuner_saved_ = save;
+    TuneWorker* tw = workers_->tune();
+    const QString tpath = d.tuner_file;
+    ++tune_jobs_;
+    updateTuneBusy();
+    WorkerThreads::post(tw, [tw, tpath] { tw->saveState(tpath); });
 }
 
 void MainWindow::openSession(const QString& path) {
@@ -1603,6 +1650,31 @@ void MainWindow::continueSessionRestore() {
         return;
     }
     finishSessionRestore({});
+}
+
+// Stage 4, after the search and the tuned cushion: a tuner from the session's state file, to resume tuning.
+void MainWindow::restoreSessionTuner() {
+    if (!pending_session_) return;
+    const SessionData& d = *pending_session_;
+    if (d.tuner_file.isEmpty() || !search_snap_ || !search_snap_->cushion) {
+        finishSessionRestore({});
+        return;
+    }
+    if (!QFileInfo::exists(d.tuner_file)) {
+        finishSessionRestore(tr("the tuner state %1 is missing: tuning cannot resume").arg(d.tuner_file));
+        return;
+    }
+    session_stage_ = 4;
+    TuneRequest req;
+    req.model = model_;
+    req.init = search_snap_->cushion;
+    req.calib_path = d.calib_path;
+    req.settings = d.tune;
+    req.state_path = d.tuner_file;
+    TuneWorker* w = workers_->tune();
+    ++tune_jobs_;
+    updateTuneBusy();
+    WorkerThreads::post(w, [w, req] { w->start(req); });
 }
 
 void MainWindow::finishSessionRestore(const QString& problem) {

@@ -9,6 +9,7 @@
 #include <QMainWindow>
 #include <QStringList>
 
+#include <functional>
 #include <memory>
 
 #include "search_workers.h"
@@ -175,6 +176,7 @@ private:
     bool tuneIdle() const { return tune_jobs_ == 0 && !tune_running_; }
     void continueSessionRestore();
     void finishSessionRestore(const QString& problem);
+    void restoreSessionTuner();
     PplRequest pplRequest(PplWhich which, const CushionPtr& c) const;
 
     Options opts_;
@@ -223,7 +225,8 @@ private:
     bool auto_compare_tab_ = true;
     QString session_path_;
     std::unique_ptr<SessionData> pending_session_;
-    int session_stage_ = 0;           // 1: waiting for the model, 2: the search, 3: the cushion
+    int session_stage_ = 0;           // 1: waiting for the model, 2: the search, 3: the cushion, 4: the tuner
+    std::function<void()> after_tuner_saved_;  // saving a session: posts the session once the tuner state is written
 
     QMenu* recent_menu_;
     QMenu* view_menu_;

@@ -40,6 +40,14 @@ void selectData(QComboBox* c, const QVariant& v) {
 
 QuantPanel::QuantPanel(QWidget* parent) : QWidget(parent) {
     auto* v = new QVBoxLayout(this);
+    package_label_ = new QLabel;
+    package_label_->setObjectName("packageLabel");
+    package_label_->setWordWrap(true);
+    package_label_->setTextFormat(Qt::PlainText);
+    package_label_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    package_label_->setStyleSheet("background: #1f3d5c; color: #dcecff; border-radius: 3px; padding: 4px;");
+    package_label_->hide();
+    v->addWidget(package_label_);
     auto* form = new QFormLayout;
     wbits_ = new QComboBox;
     wbits_->setObjectName("wbitsCombo");
@@ -137,19 +145,77 @@ QuantPanel::QuantPanel(QWidget* parent) : QWidget(parent) {
     notes_->setStyleSheet("color: gray");
     v->addWidget(notes_);
 
-    auto sync = [this] {
-        group_->setEnabled(wbits_->currentData().toInt() > 0);
-        gran_->setEnabled(abits_->currentData().toInt() > 0);
-        alpha_->setEnabled(sq_->isChecked());
-    };
-    connect(wbits_, &QComboBox::currentIndexChanged, this, sync);
-    connect(abits_, &QComboBox::currentIndexChanged, this, sync);
-    connect(sq_, &QCheckBox::toggled, this, sync);
+    connect(wbits_, &QComboBox::currentIndexChanged, this, &QuantPanel::updateEnabled);
+    connect(abits_, &QComboBox::currentIndexChanged, this, &QuantPanel::updateEnabled);
+    connect(sq_, &QCheckBox::toggled, this, &QuantPanel::updateEnabled);
     connect(run_, &QPushButton::clicked, this, &QuantPanel::runRequested);
     connect(cancel_, &QPushButton::clicked, this, &QuantPanel::cancelRequested);
     setSettings(QuantSettings{});
-    sync();
+    updateEnabled();
     setBusy(false);
+}
+
+void QuantPanel::updateEnabled() {
+    const bool fixed = package_ != nullptr;  // a package's scheme is what it was exported with
+    for (QWidget* w : std::initializer_list<QWidget*>{wbits_, abits_, sq_, kv_}) w->setEnabled(!fixed);
+    group_->setEnabled(!fixed && wbits_->currentData().toInt() > 0);
+    gran_->setEnabled(!fixed && abits_->currentData().toInt() > 0);
+    alpha_->setEnabled(!fixed && sq_->isChecked());
+}
+
+QString QuantPanel::packageText() const { return package_ ? package_label_->text() : QString(); }
+
+void QuantPanel::setPackage(const std::shared_ptr<const PackageInfo>& p) {
+    const bool had = package_ != nullptr;
+    if (p && !had) own_ = settings();
+    if (!p && had) setSettings(own_);
+    package_ = p;
+    QChart* chart = chart_view_->chart();
+    if (p || had) {
+        result_.reset();
+        chart->removeAllSeries();
+        for (QAbstractAxis* a : chart->axes()) {
+            chart->removeAxis(a);
+            delete a;
+        }
+        for (QLabel* l : {fp_, q_, delta_}) l->setText("–");
+        delta_->setStyleSheet({});
+        state_->clear();
+        notes_->clear();
+    }
+    package_label_->setVisible(p != nullptr);
+    if (p) {
+        setSettings(p->quant);
+        package_label_->setText(tr("Package %1 (exported by cushion %2)\nScheme (fixed): %3\nWeights %4, activations %5, "
+                                   "sites %6\nCushion %7 (the current cushion)")
+                                    .arg(p->dir, p->tool_version, p->describe)
+                                    .arg(p->quant.wbits ? tr("%1-bit").arg(p->quant.wbits) : tr("full precision"))
+                                    .arg(p->quant.abits ? tr("%1-bit %2").arg(p->quant.abits).arg(p->quant.granularity)
+                                                        : tr("full precision"))
+                                    .arg(p->sites, p->cushion_text));
+        if (p->measured) {
+            // The package runs with its cushion: those are its figures.
+            fp_->setText(QString::number(p->ppl_fp_cushion, 'f', 3));
+            q_->setText(QString::number(p->ppl_quant_cushion, 'f', 3));
+            const double d = p->ppl_fp_cushion > 0 ? (p->ppl_quant_cushion / p->ppl_fp_cushion - 1) * 100 : 0;
+            delta_->setText(QString("%1%2%").arg(d >= 0 ? "+" : "").arg(d, 0, 'f', 2));
+            state_->setText(tr("Perplexities measured at export (with the cushion), %1 tokens%2")
+                                .arg(p->eval_tokens)
+                                .arg(p->eval_file.isEmpty() ? QString() : tr(" of %1").arg(p->eval_file)));
+            notes_->setText(tr("At export: full precision %1 without the cushion, %2 with it; quantized %3 without, %4 with.")
+                                .arg(p->ppl_fp, 0, 'f', 3)
+                                .arg(p->ppl_fp_cushion, 0, 'f', 3)
+                                .arg(p->ppl_quant, 0, 'f', 3)
+                                .arg(p->ppl_quant_cushion, 0, 'f', 3));
+        } else {
+            state_->setText(tr("No perplexity was measured at export"));
+        }
+        chart->setTitle(tr("Per-layer quantization error (not recorded in a package)"));
+    } else {
+        chart->setTitle(tr("Per-layer quantization error"));
+    }
+    updateEnabled();
+    setBusy(busy_);
 }
 
 void QuantPanel::browse(QLineEdit* edit) {
@@ -194,7 +260,7 @@ void QuantPanel::setModelAvailable(bool on) {
 
 void QuantPanel::setBusy(bool busy) {
     busy_ = busy;
-    run_->setEnabled(!busy && model_);
+    run_->setEnabled(!busy && model_ && !package_);
     cancel_->setEnabled(busy);
     bar_->setVisible(busy);
     if (busy) {

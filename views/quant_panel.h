@@ -35,6 +35,11 @@ public:
     void setFailed(const QString& message);
     void setCancelled();
     void setModelAvailable(bool on);
+    // An exported package was opened (null: an ordinary model): its scheme is shown fixed, with the
+    // perplexities quantization.json recorded at export; Calibrate & evaluate is off.
+    void setPackage(const std::shared_ptr<const PackageInfo>& package);
+    std::shared_ptr<const PackageInfo> package() const { return package_; }
+    QString packageText() const;
 
     QuantResultPtr result() const { return result_; }
     QString resultText() const;
@@ -47,16 +52,19 @@ signals:
 
 private:
     void browse(QLineEdit* edit);
+    void updateEnabled();
     QComboBox *wbits_, *group_, *abits_, *gran_, *kv_;
     QCheckBox* sq_;
     QDoubleSpinBox* alpha_;
     QLineEdit *calib_, *eval_;
     QPushButton *run_, *cancel_;
     QProgressBar* bar_;
-    QLabel *state_, *fp_, *q_, *delta_, *notes_;
+    QLabel *state_, *fp_, *q_, *delta_, *notes_, *package_label_;
     QChartView* chart_view_;
     QuantResultPtr result_;
     bool model_ = false, busy_ = false;
+    std::shared_ptr<const PackageInfo> package_;
+    QuantSettings own_;  // the scheme before a package was opened, back when it is closed
 };
 
 }  // namespace studio

@@ -35,13 +35,6 @@ QString printablePiece(const cushion::Model& m, int32_t id) {
     return printableToken(m.tokenizer ? m.tokenizer->piece(id) : std::to_string(id));
 }
 
-// The engine's spelling of a piece in its history (greedy_search.cpp): only '\n' escaped.
-std::string historyPiece(const cushion::Model& m, int32_t id) {
-    std::string out;
-    for (char ch : m.tokenizer->piece(id)) out += ch == '\n' ? std::string("\\n") : std::string(1, ch);
-    return out;
-}
-
 // "3-100,200" -> ids (ascending as given); throws Error naming the bad item.
 std::vector<int32_t> parseIdList(const QString& text, int32_t vocab) {
     std::vector<int32_t> out;
@@ -141,6 +134,7 @@ struct SearchWorker::State {
     QString calib_path;
     std::unique_ptr<cushion::GreedySearch> search;
     SearchScoresPtr scores;
+    std::unique_ptr<cushion::GreedyStepResult> scored;  // the last score(), for acceptScored() (commit)
     std::shared_ptr<const QStringList> vocab;
     quint64 serial = 0;
 };
@@ -176,6 +170,7 @@ void SearchWorker::start(const SearchRequest& req) {
         s_->calib_path = req.calib_path;
         s_->search = std::move(search);
         s_->scores.reset();
+        s_->scored.reset();
         s_->vocab = vocab;
         report(1.0, "ready");
         publish(req.restore_state.isEmpty()
@@ -241,78 +236,44 @@ void SearchWorker::score(bool pruned) {
         cushion::GreedyStepResult r = S.score(kind, [this](double f, const std::string& w) { return report(f, w); });
         const int64_t window = std::min<int64_t>(S.options().prune_window, S.sample().size());
         s_->scores = scoresOf(r, S.prefix(), false, window);
+        s_->scored = std::make_unique<cushion::GreedyStepResult>(std::move(r));
         publish(tr("Scored %1 candidates (%2 s): tau would say: %3").arg(r.evaluated).arg(r.seconds, 0, 'f', 2).arg(q(r.reason)));
     });
 }
 
-// GreedySearch has no "commit this scoring" and no "undo": both go through its checkpoint, state_json() /
-// restore(), which checks the model and settings and recomputes the prefix's KV and L_q. The edited state
-// is what step() would have produced (accept) or the state before the last accepted step (undo).
+// Accept commits the last scoring (GreedySearch::commit: what step() would have done with it).
 void SearchWorker::acceptScored() {
     runJob("Accepting the best candidate", [&] {
         requireSearch();
         auto& S = *s_->search;
         const SearchScoresPtr sc = s_->scores;
-        std::vector<int32_t> prefix = S.prefix();
-        if (!sc || sc->best_token < 0) throw cushion::Error("score the candidates first");
-        if (std::vector<int>(prefix.begin(), prefix.end()) != sc->scored_prefix)
-            throw cushion::Error("the scores are for another prefix: score again");
+        if (!sc || sc->best_token < 0 || !s_->scored) throw cushion::Error("score the candidates first");
+        if (s_->scored->prefix != S.prefix()) throw cushion::Error("the scores are for another prefix: score again");
         if (!sc->accepted) {
             // tau says stop: appending the best anyway is the user's choice, an override.
             cushion::GreedyStepResult r = S.override_step(sc->best_token, [this](double f, const std::string& w) { return report(f, w); });
             publish(tr("Step %1: %2 (against tau)").arg(r.step).arg(q(r.reason)));
             return;
         }
-        json st = json::parse(S.state_json());
-        json& h = st["history"];
-        const int steps_done = st.value("steps_done", static_cast<int>(h["steps"].size()));
-        prefix.push_back(sc->best_token);
-        h["prefix"] = prefix;
-        h["stop"] = "";
-        h["steps"].push_back({{"step", steps_done + 1}, {"token", sc->best_token}, {"piece", historyPiece(*s_->model, sc->best_token)},
-                              {"lq_before", sc->loss_before}, {"lq_after", sc->best_loss}, {"best_lq", sc->best_loss},
-                              {"accepted", true}, {"overridden", false}, {"pruned", sc->pruned}, {"seconds", sc->seconds}});
-        st["steps_done"] = steps_done + 1;
-        S.restore(st.dump());
+        const cushion::GreedyStepResult r = S.commit(*s_->scored);
         auto committed = std::make_shared<SearchScores>(*sc);
         committed->committed = true;
         s_->scores = committed;
-        publish(tr("Step %1: accepted '%2' (%3): L_q %4 -> %5")
-                    .arg(steps_done + 1)
-                    .arg(s_->vocab->at(sc->best_token))
-                    .arg(sc->best_token)
-                    .arg(sc->loss_before, 0, 'g', 6)
-                    .arg(S.loss(), 0, 'g', 6));
+        publish(tr("Step %1: %2").arg(r.step).arg(q(r.reason)));
     });
 }
 
 namespace {
-// The state before the last step: without its stop when the last step stopped the search (the prefix
-// stays), else without the last appended token and every history entry from its step on. Throws when
-// there is nothing to undo.
-std::string undoneState(const cushion::GreedySearch& S) {
-    json st = json::parse(S.state_json());
-    json& h = st["history"];
-    std::vector<int32_t> prefix = h.at("prefix").get<std::vector<int32_t>>();
-    json steps = h.at("steps");
-    auto is_stop = [](const json& e) { return !e.contains("token") || !e.value("accepted", false); };
-    if (S.done() || (!steps.empty() && is_stop(steps.back()))) {
-        while (!steps.empty() && is_stop(steps.back())) steps.erase(steps.size() - 1);
-    } else if (prefix.size() > S.options().start_tokens.size()) {
-        prefix.pop_back();
-        while (!steps.empty()) {
-            const bool appended = !is_stop(steps.back());
-            steps.erase(steps.size() - 1);
-            if (appended) break;
-        }
-    } else {
-        throw cushion::Error("nothing to undo: the prefix is the start prefix");
+// The studio's Undo: the stop when the last step stopped (the prefix stays), else the last appended token
+// (GreedySearch::undo, one history entry at a time). Throws when there is nothing to undo.
+void undoLastStep(cushion::GreedySearch& S) {
+    const auto& h = S.history();
+    if (h.empty()) throw cushion::Error("nothing to undo: the prefix is the start prefix");
+    if (h.back().token >= 0) {
+        S.undo();
+        return;
     }
-    h["prefix"] = prefix;
-    h["steps"] = steps;
-    h["stop"] = "";
-    st["steps_done"] = steps.size();
-    return st.dump();
+    while (!h.empty() && h.back().token < 0) S.undo();
 }
 }  // namespace
 
@@ -322,7 +283,7 @@ void SearchWorker::useToken(int token, bool replace_last) {
         auto& S = *s_->search;
         if (token < 0 || token >= s_->model->config.vocab_size) throw cushion::Error("no candidate selected");
         const std::string saved = S.state_json();
-        if (replace_last) S.restore(undoneState(S));
+        if (replace_last) undoLastStep(S);
         try {
             cushion::GreedyStepResult r = S.override_step(token, [this](double f, const std::string& w) { return report(f, w); });
             publish(tr("Step %1: %2%3").arg(r.step).arg(q(r.reason)).arg(replace_last ? tr(" (instead of the best)") : QString()));
@@ -338,7 +299,7 @@ void SearchWorker::undo() {
         requireSearch();
         auto& S = *s_->search;
         const std::vector<int32_t> before = S.prefix();
-        S.restore(undoneState(S));
+        undoLastStep(S);
         publish(before.size() > S.prefix().size()
                     ? tr("Undone: removed '%1' (%2); L_q %3").arg(s_->vocab->at(before.back())).arg(before.back()).arg(S.loss(), 0, 'g', 6)
                     : tr("Undone: the stop; the search can go on"));
@@ -425,6 +386,10 @@ void TuneWorker::start(const TuneRequest& req) {
         } catch (const json::exception&) {
         }
         auto tuner = std::make_unique<cushion::PrefixTuner>(req.model->model, *req.init, docs, o);
+        if (!req.state_path.isEmpty()) {
+            report(0.8, "loading the tuner state");
+            tuner->load_state(req.state_path.toStdString());
+        }
         s_->info = req.model;
         s_->tuner = std::move(tuner);
         s_->settings = req.settings;
@@ -447,6 +412,14 @@ void TuneWorker::step() {
                           tr("batch %1 of %2").arg(k + 1).arg(total).toStdString());
         });
         publish();
+    });
+}
+
+void TuneWorker::saveState(const QString& path) {
+    runJob("Saving the tuner state", [&] {
+        if (!s_->tuner) throw cushion::Error("no tuning to save");
+        s_->tuner->save_state(path.toStdString());
+        emit stateSaved(path);
     });
 }
 

@@ -138,6 +138,7 @@ struct TuneRequest {
     CushionPtr init;  // the search's cushion
     QString calib_path;
     TuneSettings settings;
+    QString state_path;  // non-empty: PrefixTuner::load_state() this file (a session's tuner) after creating it
 };
 
 // Perplexity of the evaluation text in full precision and quantized (the quantization panel's scheme,
@@ -211,13 +212,15 @@ class TuneWorker : public Worker {
 public:
     explicit TuneWorker(QObject* parent = nullptr);
     ~TuneWorker() override;
-    void start(const TuneRequest& req);  // a new tuner from the search's cushion
+    void start(const TuneRequest& req);  // a new tuner from the search's cushion (or resumed from a file)
     void step();                         // one Adam step on the next batch
+    void saveState(const QString& path); // PrefixTuner::save_state (atomic); stateSaved() when written
     void measure(const PplRequest& req); // req.cushion null and which == After: the tuned cushion now
     void reset();
 signals:
     void updated(studio::TuneSnapshotPtr snap);
     void measured(studio::PplResultPtr result);
+    void stateSaved(const QString& path);
 
 private:
     struct State;

@@ -29,11 +29,22 @@ QString resolve(const QString& path, const QString& session_path) {
     return QFileInfo(session_path).absoluteDir().filePath(path);
 }
 
+// Relative to the session file when beside it (or below), so the files can be moved together.
+QString relative(const QString& path, const QString& session_path) {
+    const QString rel = QFileInfo(session_path).absoluteDir().relativeFilePath(path);
+    return rel.startsWith("..") ? path : rel;
+}
+
 }  // namespace
 
 QString sessionCushionPath(const QString& session_path) {
     const QFileInfo fi(session_path);
     return fi.absoluteDir().filePath(fi.completeBaseName() + ".cushion");
+}
+
+QString sessionTunerPath(const QString& session_path) {
+    const QFileInfo fi(session_path);
+    return fi.absoluteDir().filePath(fi.completeBaseName() + ".tuner");
 }
 
 QByteArray sessionToJson(const SessionData& s, const QString& session_path) {
@@ -76,16 +87,15 @@ QByteArray sessionToJson(const SessionData& s, const QString& session_path) {
                                   {"lq", p.lq},
                                   {"total", p.total},
                                   {"grad_norm", p.grad_norm}});
-    root["tuning"] = QJsonObject{{"epochs", t.epochs},     {"batch", t.batch},         {"lr", t.lr},
-                                 {"lambda", t.lambda},     {"seed", t.seed},           {"doc_tokens", t.doc_tokens},
-                                 {"eval_docs", t.eval_docs}, {"points", points},       {"tuned", s.tuned}};
-    if (!s.cushion_file.isEmpty()) {
-        // Relative to the session file when beside it, so the pair can be moved together.
-        const QDir dir = QFileInfo(session_path).absoluteDir();
-        QString rel = dir.relativeFilePath(s.cushion_file);
-        if (rel.startsWith("..")) rel = s.cushion_file;
-        root["cushion"] = QJsonObject{{"file", rel}, {"kind", s.tuned ? "tuned" : "search"}, {"prefix", ids(s.cushion_prefix)}};
-    }
+    QJsonObject tuning{{"epochs", t.epochs},       {"batch", t.batch},   {"lr", t.lr},
+                       {"lambda", t.lambda},       {"seed", t.seed},     {"doc_tokens", t.doc_tokens},
+                       {"eval_docs", t.eval_docs}, {"points", points},   {"tuned", s.tuned}};
+    if (!s.tuner_file.isEmpty()) tuning["state"] = relative(s.tuner_file, session_path);
+    root["tuning"] = tuning;
+    if (!s.cushion_file.isEmpty())
+        root["cushion"] = QJsonObject{{"file", relative(s.cushion_file, session_path)},
+                                      {"kind", s.tuned ? "tuned" : "search"},
+                                      {"prefix", ids(s.cushion_prefix)}};
     root["view"] = QJsonObject{{"site", s.site}};
     return QJsonDocument(root).toJson(QJsonDocument::Indented);
 }
@@ -139,6 +149,7 @@ SessionData sessionFromJson(const QByteArray& json, const QString& session_path)
     ts.seed = t["seed"].toInt(ts.seed);
     ts.doc_tokens = t["doc_tokens"].toInt(ts.doc_tokens);
     ts.eval_docs = t["eval_docs"].toInt(ts.eval_docs);
+    s.tuner_file = resolve(t["state"].toString(), session_path);
     for (const QJsonValue& v : t["points"].toArray()) {
         const QJsonObject o = v.toObject();
         TunePoint p;

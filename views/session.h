@@ -2,12 +2,15 @@
 // device, dtype), the prompt, the calibration and evaluation texts, the quantization, search and tuning
 // settings, the search's prefix and state (GreedySearch::state_json, restored with the same sample), the
 // tuning curves — plus the current cushion (the tuned one when there is one, else the search's) saved
-// beside it with save_cushion as "<name>.cushion".
+// beside it with save_cushion as "<name>.cushion", and the tuner's state (tuned K/V, Adam's moments, step,
+// epoch and batch: PrefixTuner::save_state) as "<name>.tuner" when a tuning was started, so that tuning
+// resumes where it stopped.
 //
 //   {"format": "cushion-studio-session", "version": 1,
 //    "model": {"path", "device", "dtype"}, "prompt", "texts": {"calibration", "evaluation"},
 //    "quantization": {...}, "search": {settings..., "prefix": [ids], "state": "<json>"},
-//    "tuning": {settings..., "points": [{step, epoch, batch, ce, lq, total, grad_norm}], "tuned": bool},
+//    "tuning": {settings..., "points": [{step, epoch, batch, ce, lq, total, grad_norm}], "tuned": bool,
+//               "state": "<name>.tuner" (relative to the session file; absent without a tuner)},
 //    "cushion": {"file": "<name>.cushion" (relative to the session file), "kind": "tuned" | "search",
 //                "prefix": [ids]},
 //    "view": {"site": n}}
@@ -35,6 +38,7 @@ struct SessionData {
     bool tuned = false;             // the cushion file holds the tuned cushion
     QString cushion_file;           // absolute path once read; empty: none
     std::vector<int> cushion_prefix;
+    QString tuner_file;             // absolute path once read; empty: no tuner to resume
     int site = 3;
 };
 
@@ -42,6 +46,8 @@ constexpr const char* kSessionFormat = "cushion-studio-session";
 
 // The cushion file beside a session file: "/dir/name.cushionstudio" -> "/dir/name.cushion".
 QString sessionCushionPath(const QString& session_path);
+// The tuner state file beside a session file: "/dir/name.cushionstudio" -> "/dir/name.tuner".
+QString sessionTunerPath(const QString& session_path);
 QByteArray sessionToJson(const SessionData& s, const QString& session_path);
 // Throws std::runtime_error with a clear message on a file that is not a session. Relative paths are
 // resolved against the session file's directory.

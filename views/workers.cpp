@@ -1,5 +1,6 @@
 // The engine's headers come before any Qt header: Qt's `slots`/`signals` macros break libtorch's.
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
 #include "activation_probe.h"
@@ -10,6 +11,7 @@
 #include "perplexity.h"
 #include "quant_config.h"
 #include "quantized_model.h"
+#include "quantized_package.h"
 
 #include "search_workers.h"
 #include "workers.h"
@@ -193,24 +195,71 @@ bool Worker::report(double fraction, const std::string& what, double lo, double 
 
 // ----------------------------------------------------------------------------------------- ModelWorker
 
+namespace {
+std::shared_ptr<const PackageInfo> packageInfo(const cushion::QuantizedPackage& pkg) {
+    auto p = std::make_shared<PackageInfo>();
+    const cushion::QuantConfig& c = pkg.config;
+    p->dir = q(pkg.dir);
+    p->describe = q(c.describe());
+    p->quant.wbits = c.wbits;
+    p->quant.group = c.group;
+    p->quant.abits = c.abits;
+    p->quant.granularity = q(cushion::granularity_name(c.act));
+    p->quant.smoothquant = c.smoothquant_on();
+    if (c.smoothquant_on()) p->quant.alpha = c.smoothquant_alpha;
+    p->quant.kv_bits = c.kv_bits;
+    p->sites = q(cushion::sites_string(c.sites));
+    const nlohmann::json info = nlohmann::json::parse(pkg.info_json);
+    p->tool_version = q(info.value("tool_version", std::string("?")));
+    if (info.contains("perplexity") && info["perplexity"].is_object()) {
+        const nlohmann::json& pp = info["perplexity"];
+        p->measured = true;
+        p->ppl_fp = pp.value("fp", 0.0);
+        p->ppl_fp_cushion = pp.value("fp_cushion", 0.0);
+        p->ppl_quant = pp.value("quantized", 0.0);
+        p->ppl_quant_cushion = pp.value("quantized_cushion", 0.0);
+        p->eval_tokens = pp.value("tokens", int64_t(0));
+        if (pp.contains("text_file") && pp["text_file"].is_string()) p->eval_file = q(pp["text_file"].get<std::string>());
+    }
+    p->cushion = std::make_shared<const cushion::Cushion>(pkg.cushion);
+    p->cushion_text = q(pkg.cushion.prefix_text);
+    return p;
+}
+}  // namespace
+
 void ModelWorker::load(const QString& path, const QString& device, const QString& dtype) {
     runJob("Loading " + path, [&] {
         QElapsedTimer timer;
         timer.start();
-        cushion::LoadOptions opts;
-        opts.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.9); };
-        std::shared_ptr<cushion::Model> m = cushion::load_model(path.toStdString(), opts);
         const c10::Device dev = cushion::parse_device(device.toStdString());
         const at::ScalarType dt = cushion::parse_dtype(dtype.toStdString());
-        if (cancel_.load()) throw cushion::Cancelled();
-        if (dev != m->device() || dt != m->dtype()) {
-            report(0.92, "moving to " + device.toStdString() + " " + dtype.toStdString());
-            m->to(dev, dt);
-        }
         auto info = std::make_shared<ModelInfo>();
+        std::shared_ptr<cushion::Model> m;
+        if (cushion::is_package_directory(path.toStdString())) {
+            // An exported package: hashes and tool version checked, weights dequantized from the codes.
+            cushion::LoadPackageOptions lo;
+            lo.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.9); };
+            auto pkg = cushion::load_package(path.toStdString(), lo);
+            if (cancel_.load()) throw cushion::Cancelled();
+            if (dev != pkg->model->device() || dt != pkg->model->dtype()) {
+                report(0.92, "moving to " + device.toStdString() + " " + dtype.toStdString());
+                pkg->to(dev, dt);
+            }
+            m = pkg->model;
+            info->package = packageInfo(*pkg);
+        } else {
+            cushion::LoadOptions opts;
+            opts.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.9); };
+            m = cushion::load_model(path.toStdString(), opts);
+            if (cancel_.load()) throw cushion::Cancelled();
+            if (dev != m->device() || dt != m->dtype()) {
+                report(0.92, "moving to " + device.toStdString() + " " + dtype.toStdString());
+                m->to(dev, dt);
+            }
+        }
         const auto& c = m->config;
         info->path = path;
-        info->format = q(m->format);
+        info->format = info->package ? QString("package") : q(m->format);
         info->arch = q(c.arch_name);
         info->tokenizer = m->tokenizer ? q(m->tokenizer->kind()) : QString("none");
         info->device = q(m->device().str());

@@ -33,6 +33,8 @@ QString siteName(int site);   // "attn_in", ...
 QString printableToken(const std::string& utf8);
 QString siteLabel(int site);  // "q/k/v in", "o in", "gate/up in", "down in", "residual"
 
+struct PackageInfo;
+
 // A loaded model and what the side panel shows about it.
 struct ModelInfo {
     std::shared_ptr<const cushion::Model> model;
@@ -42,6 +44,7 @@ struct ModelInfo {
     qint64 params = 0, weight_bytes = 0;
     QStringList warnings;
     double load_seconds = 0;
+    std::shared_ptr<const PackageInfo> package;  // an exported package was opened: the model is its dequantized one
 };
 using ModelInfoPtr = std::shared_ptr<const ModelInfo>;
 
@@ -106,6 +109,20 @@ struct QuantSettings {
     bool smoothquant = false;
     double alpha = 0.8;
     int kv_bits = 0;
+};
+
+// A package written by `cushion export` (a directory with quantization.json, core/quantized_package.h),
+// opened as the model: its scheme, fixed, and what quantization.json recorded at export.
+struct PackageInfo {
+    QString dir, describe, tool_version;
+    QuantSettings quant;  // the package's scheme
+    QString sites;        // quantized activation sites, "attn_in,o_in,mlp_in,down_in"
+    bool measured = false;  // perplexities were measured at export (else the four below are 0)
+    double ppl_fp = 0, ppl_fp_cushion = 0, ppl_quant = 0, ppl_quant_cushion = 0;
+    qint64 eval_tokens = 0;
+    QString eval_file;
+    std::shared_ptr<const cushion::Cushion> cushion;  // the package's cushion (on the model's device and dtype)
+    QString cushion_text;
 };
 
 struct QuantRequest {

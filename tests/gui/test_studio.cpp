@@ -4,6 +4,7 @@
 // first, run / pause / cancel), tune the prefix with live loss curves, export a package with progress and
 // cancel, save a session and reopen it in a new window, see errors in the window, drag and drop a model,
 // and get the session back from the settings. Screenshots of each stage go to CUSHION_SCREENSHOT_DIR (build/screenshots, or resources/screenshots with -DCUSHION_UPDATE_SCREENSHOTS=ON).
+#include <QAction>
 #include <QApplication>
 #include <QDir>
 #include <QDockWidget>
@@ -138,6 +139,7 @@ bool isSortedByLoss(SearchPanel* sp, const SearchScores& sc) {
 class TestStudio : public QObject {
     Q_OBJECT
     std::unique_ptr<MainWindow> w_;
+    QTemporaryDir package_dir_;  // the package exported by the export test, opened later
 
     void typePrompt(const QString& text) {
         QPlainTextEdit* e = w_->promptPanel()->editor();
@@ -608,7 +610,7 @@ private slots:
         s.abits = 8;
         s.granularity = "per-tensor-static";
         q->setSettings(s);
-        QTemporaryDir dir;
+        QTemporaryDir& dir = package_dir_;  // kept: openingAnExportedPackage... opens it
         const QString pkg = dir.filePath("package");
         QTest::keyClick(w_.get(), Qt::Key_E, Qt::ControlModifier);
         ExportDialog* d = w_->exportDialog();
@@ -726,6 +728,162 @@ private slots:
         QVERIFY(w_->errorText().contains("not a cushion-studio session"));
         w_->centreTabs()->setCurrentIndex(0);  // the later tests look at the activation maps
         w_->quantDock()->raise();
+    }
+
+    void sessionResumesTuningWhereItStopped() {
+        // Tune part of the way, pause, save; a new window reopens the session and resumes: the same batches
+        // as this window going on (the tuner's state, Adam's moments included, travels in "<name>.tuner").
+        TunePanel* tp = w_->tunePanel();
+        w_->tuneDock()->raise();
+        QVERIFY(tp->startButton()->isEnabled());
+        QTest::mouseClick(tp->startButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(w_->tuneSnapshot() && w_->tuneSnapshot()->steps_done >= 1, 180000);
+        QTest::mouseClick(tp->pauseButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(!w_->tuneBusy(), 120000);
+        const qint64 paused_at = w_->tuneSnapshot()->steps_done;
+        const qint64 total = w_->tuneSnapshot()->total_steps;
+        QVERIFY(paused_at < total);
+
+        QTemporaryDir dir;
+        const QString path = dir.filePath("resume.cushionstudio");
+        QSignalSpy saved(w_.get(), &MainWindow::sessionSaved);
+        w_->saveSession(path);
+        QTRY_COMPARE_WITH_TIMEOUT(saved.count(), 1, 120000);
+        QVERIFY(QFile::exists(sessionTunerPath(path)));
+        {
+            QFile f(path);
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            const QJsonObject root = QJsonDocument::fromJson(f.readAll()).object();
+            QCOMPARE(root["tuning"].toObject()["state"].toString(), QString("resume.tuner"));  // beside it
+        }
+
+        auto w2 = std::make_unique<MainWindow>(MainWindow::Options{false});
+        w2->show();
+        QVERIFY(QTest::qWaitForWindowExposed(w2.get()));
+        QSignalSpy opened(w2.get(), &MainWindow::sessionOpened);
+        w2->openSession(path);
+        QTRY_COMPARE_WITH_TIMEOUT(opened.count(), 1, 180000);
+        QVERIFY2(w2->errorText().isEmpty(), qPrintable(w2->errorText()));
+        QVERIFY(w2->tuneSnapshot());
+        QCOMPARE(w2->tuneSnapshot()->steps_done, paused_at);
+        QCOMPARE(w2->tuneSnapshot()->total_steps, total);
+        QVERIFY(w2->cushionIsTuned());
+        QTRY_VERIFY(!w2->tuneBusy());
+        QVERIFY(w2->tunePanel()->resumeButton()->isEnabled());
+        QTest::mouseClick(w2->tunePanel()->resumeButton(), Qt::LeftButton);
+        QTest::mouseClick(tp->resumeButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(w2->tuneSnapshot()->done && w_->tuneSnapshot()->done, 240000);
+        QTRY_VERIFY_WITH_TIMEOUT(!w2->tuneBusy() && !w_->tuneBusy(), 180000);
+        const auto& a = w_->tuneSnapshot()->points;
+        const auto& b = w2->tuneSnapshot()->points;
+        QCOMPARE(qint64(b.size()), total);
+        QCOMPARE(a.size(), b.size());
+        for (size_t i = 0; i < a.size(); ++i) {
+            QCOMPARE(b[i].step, a[i].step);
+            QVERIFY2(std::fabs(b[i].total - a[i].total) <= 1e-6 * std::fabs(a[i].total),
+                     qPrintable(QString("batch %1: %2 vs %3").arg(i + 1).arg(b[i].total, 0, 'g', 17).arg(a[i].total, 0, 'g', 17)));
+        }
+        QVERIFY(w2->errorText().isEmpty());
+        w2->close();
+        w2.reset();
+        w_->quantDock()->raise();
+    }
+
+    void openingAnExportedPackageShowsItsSchemeAndCushion() {
+        const QString pkg = package_dir_.filePath("package");
+        QJsonObject info;
+        {
+            QFile f(pkg + "/quantization.json");
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            info = QJsonDocument::fromJson(f.readAll()).object();
+        }
+        QSignalSpy loaded(w_.get(), &MainWindow::modelLoaded);
+        QSignalSpy err(w_.get(), &MainWindow::errorShown);
+        w_->openModel(pkg);  // what File > Open model or package folder… does with the chosen directory
+        QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 1, 120000);
+        const ModelInfoPtr m = w_->model();
+        QVERIFY(m->package);
+        QCOMPARE(m->format, QString("package"));
+        QCOMPARE(err.count(), 0);
+        // The quantization panel: the package's scheme, fixed, and the perplexities measured at export.
+        QuantPanel* q = w_->quantPanel();
+        QVERIFY2(q->packageText().contains("W8A8 per-tensor-static"), qPrintable(q->packageText()));
+        QVERIFY(q->packageText().contains("attn_in,o_in,mlp_in,down_in"));
+        QVERIFY(q->packageText().contains(pkg));
+        QCOMPARE(q->settings().wbits, 8);
+        QCOMPARE(q->settings().abits, 8);
+        QCOMPARE(q->settings().granularity, QString("per-tensor-static"));
+        QVERIFY(!q->runButton()->isEnabled());
+        QVERIFY(!q->findChild<QWidget*>("wbitsCombo")->isEnabled());
+        const QJsonObject ppl = info["perplexity"].toObject();
+        QVERIFY(ppl["quantized_cushion"].toDouble() > 1);
+        QCOMPARE(q->findChild<QLabel*>("fpPpl")->text(), QString::number(ppl["fp_cushion"].toDouble(), 'f', 3));
+        QCOMPARE(q->findChild<QLabel*>("quantPpl")->text(), QString::number(ppl["quantized_cushion"].toDouble(), 'f', 3));
+        // Its cushion is the current cushion: the before / after view shows the prompt after it.
+        QVERIFY(w_->currentCushion() && w_->currentCushion() == m->package->cushion);
+        QCOMPARE(cushionLength(w_->currentCushion()), qint64(info["cushion"].toObject()["length"].toInt()));
+        w_->centreTabs()->setCurrentIndex(1);
+        QTRY_VERIFY_WITH_TIMEOUT(w_->comparison() && w_->comparison()->model_key == m->model.get(), 120000);
+        QCOMPARE(qint64(w_->comparison()->prefix_len), cushionLength(m->package->cushion));
+        QTRY_VERIFY(w_->afterCanvas()->frameCount() > 0);
+        QVERIFY(canvasShowsMap(w_->afterCanvas()));
+        QCOMPARE(w_->recentFiles().first(), pkg);
+        QVERIFY(w_->errorText().isEmpty());
+        screenshot(w_.get(), "studio_package");
+
+        // A damaged package (a file that no longer matches its sha256) or one from another tool version:
+        // an error in the window, the open package stays.
+        auto copyPackage = [&](const QString& to) {
+            QDir().mkpath(to);
+            for (const QString& f : QDir(pkg).entryList(QDir::Files))
+                if (!QFile::copy(pkg + "/" + f, to + "/" + f)) return false;
+            return true;
+        };
+        const QString damaged = package_dir_.filePath("damaged");
+        QVERIFY(copyPackage(damaged));
+        {
+            QFile f(damaged + "/config.json");
+            QVERIFY(f.open(QIODevice::Append));
+            f.write(" ");
+        }
+        w_->openModel(damaged);
+        QTRY_COMPARE_WITH_TIMEOUT(err.count(), 1, 120000);
+        QVERIFY2(w_->errorText().contains("sha256"), qPrintable(w_->errorText()));
+        QCOMPARE(w_->model(), m);
+        const QString other = package_dir_.filePath("other-version");
+        QVERIFY(copyPackage(other));
+        {
+            QFile f(other + "/quantization.json");
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            QJsonObject j = QJsonDocument::fromJson(f.readAll()).object();
+            f.close();
+            j["tool_version"] = "0.0.1-elsewhere";
+            QVERIFY(f.open(QIODevice::WriteOnly | QIODevice::Truncate));
+            f.write(QJsonDocument(j).toJson());
+        }
+        w_->openModel(other);
+        QTRY_COMPARE_WITH_TIMEOUT(err.count(), 2, 120000);
+        QVERIFY2(w_->errorText().contains("0.0.1-elsewhere"), qPrintable(w_->errorText()));
+        QCOMPARE(w_->model(), m);
+
+        // Drag and drop of the directory, and the recent-files entry, open it the same way.
+        auto* mime = new QMimeData;
+        mime->setUrls({QUrl::fromLocalFile(pkg)});
+        QDragEnterEvent enter(QPoint(300, 300), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(w_.get(), &enter);
+        QVERIFY(enter.isAccepted());
+        QDropEvent drop(QPointF(300, 300), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(w_.get(), &drop);
+        QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 2, 120000);
+        QVERIFY(w_->model()->package && w_->model() != m);
+        delete mime;
+        QAction* recent = w_->recentMenu()->actions().first();
+        QVERIFY(recent->text().contains(pkg));
+        recent->trigger();
+        QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 3, 120000);
+        QVERIFY(w_->model()->package);
+        QCOMPARE(err.count(), 2);
+        w_->centreTabs()->setCurrentIndex(0);
     }
 
     void errorsAppearInTheWindowNotAsACrash() {
