@@ -654,7 +654,7 @@ void MainWindow::saveSettings() {
     s.setValue("view/site", site());
     s.setValue("view/threshold", threshold_->value());
     s.setValue("prompt/text", prompt_panel_->text());
-    const QuantSettings q = quant_panel_->settings();
+    const QuantSettings q = quant_panel_->ownSettings();
     s.setValue("quant/wbits", q.wbits);
     s.setValue("quant/group", q.group);
     s.setValue("quant/abits", q.abits);

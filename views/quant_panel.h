@@ -40,6 +40,7 @@ public:
     void setPackage(const std::shared_ptr<const PackageInfo>& package);
     std::shared_ptr<const PackageInfo> package() const { return package_; }
     QString packageText() const;
+    QuantSettings ownSettings() const { return package_ ? own_ : settings(); }  // the user's, not a package's
 
     QuantResultPtr result() const { return result_; }
     QString resultText() const;
