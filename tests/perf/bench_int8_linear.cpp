@@ -7,6 +7,8 @@
 //                -> quantized::linear (per-channel qint8 W, int32 accumulation, requantized to quint8 with
 //                an output scale/zero) -> dequantize to float. "gemm only" times the quantized::linear alone.
 //   int8 dynamic quantized::linear_dynamic on float x (per-tensor range of x measured per call, float out).
+//   int8 cushion path   what `--kernels int8` runs (core/int8_kernels.cpp): static codes + sentinel row through
+//                linear_dynamic, float output (no output requantization); includes the x -> codes step.
 // Counters: GOP/s (2 M K N per call) and x_fp32 = fp32 time / this time for the same shape (> 1: faster).
 // Run: build/bin/bench_int8_linear --threads=1   and   --threads=2   (numbers go to tests/perf/RESULTS.md).
 #include <ATen/ATen.h>
@@ -145,6 +147,33 @@ void BM_Int8Dynamic(benchmark::State& st, Shape s, at::QEngine engine) {
     set_counters(st, s, t);
 }
 
+// What `cushion eval/ppl/generate PKG --kernels int8` runs per linear (core/int8_kernels.cpp): the static grid's
+// integers (q - z) as float plus one sentinel row [-z, ..., 255 - z], quantized::linear_dynamic (which then picks
+// scale 1 and zero point z: the static codes exactly, float output = exact int32 sum x weight scale), x s_x.
+void BM_Int8CushionPath(benchmark::State& st, Shape s, at::QEngine engine) {
+    at::NoGradGuard ng;
+    at::globalContext().setQEngine(engine);
+    const auto [M, K, N] = s;
+    at::Tensor x = make_x(M, K), w = make_w(N, K);
+    auto packed = prepack(w);
+    const StaticParams p = static_params(x, w);
+    const double z = double(p.x_zero);
+    auto run = [&] {
+        at::Tensor centered = at::clamp(at::round(x / p.x_scale), -z, 255.0 - z);
+        at::Tensor sentinel = at::zeros({1, K});
+        sentinel.index_put_({0, 0}, -z);
+        sentinel.index_put_({0, K - 1}, 255.0 - z);
+        at::Tensor y = packed->apply_dynamic(at::cat({centered, sentinel}, 0), false).narrow(0, 0, M);
+        return y.mul_(p.x_scale);
+    };
+    const double t = time_loop(st, [&] { benchmark::DoNotOptimize(run()); });
+    // Against fp32 on the same quantized input: only weight quantization and float rounding remain.
+    at::Tensor xq = at::fake_quantize_per_tensor_affine(x, p.x_scale, p.x_zero, 0, 255);
+    at::Tensor ref = at::linear(xq, w);
+    st.counters["rel_err"] = ((run() - ref).norm() / ref.norm()).item<double>();
+    set_counters(st, s, t);
+}
+
 std::string shape_name(const Shape& s) {
     return "M" + std::to_string(std::get<0>(s)) + "_K" + std::to_string(std::get<1>(s)) + "_N" +
            std::to_string(std::get<2>(s));
@@ -203,6 +232,7 @@ int main(int argc, char** argv) {
             reg("int8_static_q_gemm_dq/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8Static(st, s, e, false); });
             reg("int8_static_gemm_only/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8Static(st, s, e, true); });
             reg("int8_dynamic/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8Dynamic(st, s, e); });
+            reg("int8_cushion_path/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8CushionPath(st, s, e); });
         }
     }
     benchmark::Initialize(&n, args.data());
