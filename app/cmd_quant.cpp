@@ -40,9 +40,9 @@ const char* kEvalHelp =
     "  --sweep                the paper's table: FP, W8A8 per-token, per-tensor dynamic, per-tensor static,\n"
     "                         each with and without SmoothQuant 0.8 (bits from --wbits/--abits)\n"
     "  --batch-tokens N       padded tokens per forward batch (default 8192)\n"
-    "  --kernels K            with a package: simulated (default; float32 products on the dequantized integer\n"
-    "                         grid: simulated integer arithmetic, the CPU's default) or int8 (real uint8 x int8 ->\n"
-    "                         int32 products on the CPU via libtorch's quantized engine, W8A8 per-tensor-static\n"
+    "  --kernels K            with a package: simulated (default: float32 products on the dequantized integer\n"
+    "                         grid, i.e. simulated integer arithmetic) or int8 (real uint8 x int8 -> int32\n"
+    "                         products on the CPU via libtorch's quantized engine; W8A8 per-tensor-static\n"
     "                         packages, fp32; linears it cannot take stay float32, with a notice on stderr)\n";
 
 const char* kOutliersHelp =
@@ -91,7 +91,10 @@ int cmd_eval(int argc, char** argv) {
                     "kernels"});
     if (print_help_if_asked(a, kEvalHelp)) return 0;
     if (is_package_directory(model_arg(a))) return eval_package(a);  // its own quantization and cushion
-    if (a.has("kernels")) throw Error("--kernels applies to an exported package (`cushion export`), not to " + model_arg(a));
+    if (a.has("kernels") && a.get("kernels") != "simulated")  // the plain model's quantization is simulated
+        throw Error(a.get("kernels") == "int8"
+                        ? "--kernels int8 runs an exported package (`cushion export`); " + model_arg(a) + " is not one"
+                        : "--kernels must be simulated or int8, not '" + a.get("kernels") + "'");
     const QuantConfig base = quant_config_from_args(a);
     const auto eval_docs = read_documents(a.require("text"));
     const auto calib_docs = read_documents(a.require("calib"));

@@ -160,7 +160,9 @@ Int8KernelInfo use_int8_kernels(QuantizedPackage& pkg) {
                 const Site site = input_site(id);
                 std::string why;
                 Entry e;
-                if (qw.group_size != qw.q.size(1)) {
+                if (qw.q.size(1) < 2) {
+                    why = "fewer than 2 inputs (no room for the sentinel row's two values)";
+                } else if (qw.group_size != qw.q.size(1)) {
                     why = "group-wise weight scales (the kernel takes one scale per output channel)";
                 } else if (!cfg.site_on(site)) {
                     why = std::string("input site ") + site_name(site) + " not quantized";
