@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include "error.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -54,6 +56,17 @@ int run_command(const std::string& cmd, std::string* out) {
         if (out) out->append(buf, n);
     int rc = pclose(p);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        return std::string("<not a cushion::Error: ") + e.what() + ">";
+    }
+    return "<no error>";
 }
 
 }  // namespace cushion::test

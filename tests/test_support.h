@@ -1,5 +1,6 @@
 // Paths and small helpers shared by the tests.
 #pragma once
+#include <functional>
 #include <string>
 
 namespace cushion::test {
@@ -17,5 +18,8 @@ std::string eval_text();
 std::string temp_dir(const std::string& tag);
 // Runs a shell command, returns its exit code; captures stdout into *out if given.
 int run_command(const std::string& cmd, std::string* out = nullptr);
+// Runs f and returns the message of the cushion::Error it throws; "<no error>" if it throws nothing, and
+// "<not a cushion::Error: ...>" for any other exception (so a test expecting a clear error fails).
+std::string error_of(const std::function<void()>& f);
 
 }  // namespace cushion::test

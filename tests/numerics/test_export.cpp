@@ -32,17 +32,6 @@ using Docs = std::vector<std::vector<int32_t>>;
 const Docs kDocs = {{1, 4, 5, 6, 7, 8, 3}, {1, 9, 3}, {1, 5, 5, 5, 10, 2, 4, 6, 8}, {1, 7, 7, 3, 4}};
 const Docs kEval = {{1, 3, 4, 5, 9, 9, 2}, {1, 6, 8, 10, 4}, {1, 4, 4, 7, 3, 5, 6, 8, 9}};
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("<not a cushion::Error: ") + e.what() + ">";
-    }
-    return "<no error>";
-}
-
 TinySpec opt_spec() {
     TinySpec s;
     s.opt = true;

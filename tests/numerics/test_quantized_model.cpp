@@ -32,17 +32,6 @@ at::Tensor ids(const std::vector<int32_t>& v) {
     return at::tensor(std::vector<int64_t>(v.begin(), v.end()), at::kLong).unsqueeze(0);
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("<not a cushion::Error: ") + e.what() + ">";
-    }
-    return "<no error>";
-}
-
 double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
 
 const Docs kDocs = {{1, 4, 5, 6, 7, 8, 3}, {1, 9, 3}, {1, 5, 5, 5, 10, 2, 4, 6, 8}, {1, 7, 7, 3, 4}};

@@ -22,6 +22,7 @@
 
 namespace fs = std::filesystem;
 using namespace cushion;
+using namespace cushion::test;
 using cushion::test::temp_dir;
 
 namespace {
@@ -43,18 +44,6 @@ void put(std::string& s, T v) {
 template <typename T>
 void poke(std::string& s, uint64_t at, T v) {
     std::memcpy(&s[at], &v, sizeof(T));
-}
-
-// Runs f; returns the cushion::Error message, or a marker if it did not throw one.
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("<not a cushion::Error: ") + e.what() + ">";
-    }
-    return "<no error>";
 }
 
 #define EXPECT_ERROR_HAS(msg, needle) \

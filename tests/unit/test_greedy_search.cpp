@@ -24,17 +24,6 @@ using namespace cushion::test;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("<not a cushion::Error: ") + e.what() + ">";
-    }
-    return "<no error>";
-}
-
 at::Tensor ids(const std::vector<int32_t>& v) {
     return at::tensor(std::vector<int64_t>(v.begin(), v.end()), at::kLong).unsqueeze(0);
 }

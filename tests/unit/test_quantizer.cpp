@@ -10,24 +10,14 @@
 #include "error.h"
 #include "quant_config.h"
 #include "quantizer.h"
+#include "test_support.h"
 
 using namespace cushion;
+using namespace cushion::test;
 
 namespace {
 
 at::Tensor vec(std::vector<float> v) { return at::tensor(v, at::kFloat); }
-
-// Runs f; returns the cushion::Error message, or a marker if it did not throw one.
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("<not a cushion::Error: ") + e.what() + ">";
-    }
-    return "<no error>";
-}
 
 void expect_equal(const at::Tensor& a, const at::Tensor& b) {
     ASSERT_EQ(a.sizes(), b.sizes());
