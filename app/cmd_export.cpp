@@ -9,6 +9,7 @@
 #include "cli_common.h"
 #include "cli_progress.h"
 #include "cushion.h"
+#include "device_memory.h"
 #include "model_loader.h"
 #include "perplexity.h"
 #include "quantized_package.h"
@@ -57,18 +58,6 @@ const char* kVerifyHelp =
     "  --hashes-only          skip the re-measurement\n"
     "  --batch-tokens N       padded tokens per forward batch (default 8192)\n";
 
-namespace {
-
-std::string fmt_bytes(uint64_t b) {
-    char buf[32];
-    if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
-    else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", b / double(1ull << 20));
-    else std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-    return buf;
-}
-
-}  // namespace
-
 int cmd_export(int argc, char** argv) {
     Args a = parse_command(argc, argv, {"force"},
                    {"cushion", "calib", "out", "text", "wbits", "group", "abits", "act", "smoothquant", "kv-bits",
@@ -111,8 +100,8 @@ int cmd_export(int argc, char** argv) {
     }
     std::printf("exported %s: %s, cushion '%s' (%lld tokens)\n", r.dir.c_str(), eo.config.describe().c_str(),
                 cush.prefix_text.c_str(), (long long)cush.length());
-    std::printf("weights %s (float32 would be %s); package %s in all\n", fmt_bytes(r.package_weight_bytes).c_str(),
-                fmt_bytes(r.fp32_weight_bytes).c_str(), fmt_bytes(r.bytes).c_str());
+    std::printf("weights %s (float32 would be %s); package %s in all\n", format_bytes((int64_t)r.package_weight_bytes).c_str(),
+                format_bytes((int64_t)r.fp32_weight_bytes).c_str(), format_bytes((int64_t)r.bytes).c_str());
     std::printf("perplexity on %s (%lld predicted tokens):\n", eo.eval_file.c_str(), (long long)r.eval_tokens);
     std::printf("  full precision            %12.4f   with cushion %12.4f\n", r.ppl_fp, r.ppl_fp_cushion);
     std::printf("  quantized                 %12.4f   with cushion %12.4f   <- the package\n", r.ppl_quant,
