@@ -16,7 +16,8 @@ JOBS=${JOBS:-$(nproc)}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread nlohmann-json3-dev libsentencepiece-dev
-  libgtest-dev libgmock-dev libbenchmark-dev sentencepiece)
+  libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
+  python3 python3-numpy)  # python3-numpy: tests/numpy_cushion_check.sh (skipped without it)
 if [ "$CUSHION_GUI" = ON ]; then
   PACKAGES+=(qt6-base-dev libqt6charts6-dev libqt6svg6-dev libqt6opengl6-dev libimgui-dev
     xvfb xauth libgl1-mesa-dri)
