@@ -1,5 +1,6 @@
 // `cushion info | generate | ppl | probe`: the engine's commands.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "generation.h"
 #include "perplexity.h"
 #include "png_writer.h"
+#include "threads.h"
 
 namespace cushion::cli {
 
@@ -80,7 +82,8 @@ int cmd_info(int argc, char** argv) {
                   {"tied_embeddings", c.tied_embeddings}, {"qkv_bias", c.qkv_bias}, {"parameters", params},
                   {"tokenizer", m->tokenizer->kind()}, {"bos_id", m->tokenizer->bos_id()},
                   {"eos_id", m->tokenizer->eos_id()}, {"fingerprint", m->fingerprint()},
-                  {"device", m->device().str()}, {"dtype", dtype_name(m->dtype())}, {"warnings", m->warnings}};
+                  {"device", m->device().str()}, {"dtype", dtype_name(m->dtype())}, {"warnings", m->warnings},
+                  {"threads", at::get_num_threads()}, {"openmp_wait_policy", openmp_wait_policy()}};
         std::cout << j.dump(2) << "\n";
         return 0;
     }
@@ -91,6 +94,8 @@ int cmd_info(int argc, char** argv) {
     std::printf("tokenizer:   %s, %d tokens, bos %d, eos %d\n", m->tokenizer->kind().c_str(),
                 m->tokenizer->vocab_size(), m->tokenizer->bos_id(), m->tokenizer->eos_id());
     std::printf("device:      %s\n", m->device().str().c_str());
+    std::printf("threads:     %d (OpenMP wait policy %s)\n", at::get_num_threads(),
+                *openmp_wait_policy() ? openmp_wait_policy() : "default");
     std::printf("fingerprint: %s\n", m->fingerprint().c_str());
     return 0;
 }

@@ -49,6 +49,9 @@ int main(int argc, char** argv) {
         std::printf("cushion %s\n", CUSHION_VERSION);
         return 0;
     }
+    bool help = false;
+    for (int i = 2; i < argc; ++i) help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h");
+    if (!help) relaunch_with_passive_openmp(argv);  // before any work: idle OpenMP threads sleep, not spin
     install_interrupt_handler();
     use_all_cores();
     for (const auto& c : kCommands) {

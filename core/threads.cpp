@@ -1,6 +1,7 @@
 #include "threads.h"
 
 #include <ATen/Parallel.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <thread>
@@ -12,6 +13,17 @@ int use_all_cores() {
     const int hw = static_cast<int>(std::thread::hardware_concurrency());
     if ((!env || !*env) && hw > at::get_num_threads()) at::set_num_threads(hw);
     return at::get_num_threads();
+}
+
+void relaunch_with_passive_openmp(char** argv) {
+    if (std::getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execv("/proc/self/exe", argv);  // returns only on failure: go on with the default policy
+}
+
+const char* openmp_wait_policy() {
+    const char* p = std::getenv("OMP_WAIT_POLICY");
+    return p ? p : "";
 }
 
 }  // namespace cushion

@@ -135,6 +135,17 @@ TEST(Cli, PplJsonAndHelp) {
     }
 }
 
+TEST(Cli, IdleOpenMpThreadsSleepUnlessTheUserChose) {
+    // core/threads.h: the CLI re-executes itself with OMP_WAIT_POLICY=PASSIVE when the user has not set it.
+    std::string out;
+    ASSERT_EQ(run_command("env -u OMP_WAIT_POLICY " + bin_dir() + "/cushion info --json", &out), 0) << out;
+    EXPECT_EQ(nlohmann::json::parse(out)["openmp_wait_policy"], "PASSIVE");
+    EXPECT_GE(nlohmann::json::parse(out)["threads"].get<int>(), 1);
+    out.clear();
+    ASSERT_EQ(run_command("env OMP_WAIT_POLICY=ACTIVE " + bin_dir() + "/cushion info --json", &out), 0) << out;
+    EXPECT_EQ(nlohmann::json::parse(out)["openmp_wait_policy"], "ACTIVE");
+}
+
 TEST(Cli, BadInputGivesClearErrors) {
     std::string out;
     const std::string B = bin_dir() + "/cushion";

@@ -44,6 +44,7 @@ BENCHMARK(BM_ForwardStories)->Args({32, 512})->Unit(benchmark::kMillisecond)->Us
 }  // namespace
 
 int main(int argc, char** argv) {
+    cushion::relaunch_with_passive_openmp(argv);
     cushion::use_all_cores();
     benchmark::Initialize(&argc, argv);
     benchmark::RunSpecifiedBenchmarks();

@@ -150,6 +150,7 @@ BENCHMARK(BM_PrunedAgreement)->Args({64, 16})->Args({128, 64})->Iterations(1)->U
 }  // namespace
 
 int main(int argc, char** argv) {
+    cushion::relaunch_with_passive_openmp(argv);
     cushion::use_all_cores();
     ::benchmark::Initialize(&argc, argv);
     if (::benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
