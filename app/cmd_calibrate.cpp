@@ -48,6 +48,8 @@ const char* kCalibrateHelp =
     "  --memory MB            memory for one batch of candidates; sets the batch size (default: 32 on the\n"
     "                         CPU, where small batches are fastest, or a quarter of the free RAM if less;\n"
     "                         half of the GPU's free memory on a GPU)\n"
+    "  --threads N            CPU threads while scoring candidates (default 0 = automatic: 1 for models\n"
+    "                         narrower than 1024, whose small operations run faster unsplit; else all cores)\n"
     "  --tune-epochs N        prefix tuning epochs (default 2; 0 = search only)\n"
     "  --lambda L             weight of L_q in the tuning loss (default 0.01)\n"
     "  --lr LR                Adam learning rate (default 0.001)\n"
@@ -148,7 +150,7 @@ std::string show_piece(const Model& m, int32_t t) {
 int cmd_calibrate(int argc, char** argv) {
     Args a(argc, argv, 2, with({"pruned", "resume"}, common_flags()),
            with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
-                 "candidates", "prune-window", "prune-keep", "memory", "tune-epochs", "lambda", "lr", "batch", "seed",
+                 "candidates", "prune-window", "prune-keep", "memory", "threads", "tune-epochs", "lambda", "lr", "batch", "seed",
                  "checkpoint"},
                 common_values()));
     if (a.has("help")) {
@@ -172,6 +174,7 @@ int cmd_calibrate(int argc, char** argv) {
     so.prune_window = a.get_int("prune-window", 64, 1, 1 << 24);
     so.prune_keep = static_cast<int>(a.get_int("prune-keep", 16, 1, 1 << 24));
     so.memory_budget = a.has("memory") ? a.get_int("memory", 0, 1, 1 << 24) << 20 : 0;
+    so.threads = static_cast<int>(a.get_int("threads", 0, 0, 4096));
     PrefixTuneOptions to;
     to.epochs = static_cast<int>(a.get_int("tune-epochs", 2, 0, 100000));
     to.lambda = a.get_double("lambda", 0.01, 0.0, 1e12);

@@ -16,6 +16,7 @@
 #include "error.h"
 #include "quant_config.h"
 #include "sha256.h"
+#include "threads.h"
 
 namespace cushion {
 
@@ -110,6 +111,12 @@ int64_t default_memory_budget(c10::Device dev) {
     }
     // Half of what is free now (the rest for the weights' temporaries and the allocator's slack).
     return mem.known() ? std::max<int64_t>(1, mem.free_bytes / 2) : int64_t(2) << 30;
+}
+
+int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev) {
+    if (!dev.is_cpu() || o.threads < 0) return 0;
+    if (o.threads > 0) return o.threads;
+    return c.dim < 1024 ? 1 : 0;
 }
 
 double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n) {
@@ -220,6 +227,7 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     if (tokens.empty()) return out;
     n = std::min<int64_t>(n, sample_.size());
     const auto dev = model_->device();
+    const IntraOpThreads threads(search_threads(opts_, model_->config, dev));
     const int64_t bs = std::min<int64_t>(batch_size(n), tokens.size());
     out.batch = bs;
     const at::Tensor sample =

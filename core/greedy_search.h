@@ -50,7 +50,13 @@ struct GreedySearchOptions {
     bool pruned = false;                // step() runs pruned steps
     int64_t prune_window = 64;          // sample tokens of the pruning pass
     int prune_keep = 16;                // candidates re-scored on the whole sample
+    // CPU intra-op threads while scoring. 0 = automatic: 1 for models narrower than 1024, whose per-candidate
+    // operations are too small to split (stories260K, one exhaustive step on the 2-core test machine: 14.3 s
+    // on 1 thread, 19.6 s on 2; RESULTS.md), otherwise the process's setting. < 0: the process's setting.
+    int threads = 0;
 };
+// The intra-op thread count a search with these options uses on the model's device (0 = unchanged).
+int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev);
 
 // The calibration sample of the search: the documents' tokens in order, each without its leading <bos>
 // (the cushion provides it), concatenated, and the first n of them. Throws Error if there are fewer than

@@ -21,6 +21,16 @@ void relaunch_with_passive_openmp(char** argv) {
     execv("/proc/self/exe", argv);  // returns only on failure: go on with the default policy
 }
 
+IntraOpThreads::IntraOpThreads(int n) {
+    if (n <= 0 || n == at::get_num_threads()) return;
+    saved_ = at::get_num_threads();
+    at::set_num_threads(n);
+}
+
+IntraOpThreads::~IntraOpThreads() {
+    if (saved_ > 0) at::set_num_threads(saved_);
+}
+
 const char* openmp_wait_policy() {
     const char* p = std::getenv("OMP_WAIT_POLICY");
     return p ? p : "";

@@ -17,6 +17,17 @@ namespace cushion {
 
 int use_all_cores();  // returns the thread count in force
 void relaunch_with_passive_openmp(char** argv);
+// libtorch's intra-op threads set to n (n > 0) while it lives, then put back; n <= 0 changes nothing.
+class IntraOpThreads {
+public:
+    explicit IntraOpThreads(int n);
+    ~IntraOpThreads();
+    IntraOpThreads(const IntraOpThreads&) = delete;
+    IntraOpThreads& operator=(const IntraOpThreads&) = delete;
+
+private:
+    int saved_ = 0;
+};
 // The OpenMP wait policy in force ("" when unset: libgomp's default spin-then-sleep).
 const char* openmp_wait_policy();
 

@@ -2,6 +2,7 @@
 // random models: scores against a direct computation, batching, ties, the stop rule, pruning, overrides,
 // cancellation, checkpoints, the cushion file, and the tuning gradient against finite differences.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -132,6 +133,33 @@ TEST(GreedySearch, BatchingAndRepetitionGiveTheSameResult) {
     EXPECT_EQ(GreedySearch(m, sample, small).batch_size(24), 1);
     EXPECT_GT(search_bytes_per_candidate(m->config, 3, 24, at::kFloat), 0);
     EXPECT_GT(search_flops_per_candidate(m->config, 3, 24), search_flops_per_candidate(m->config, 3, 12));
+}
+
+TEST(GreedySearch, ThreadCountChangesNothingButSpeed) {
+    auto m = tiny();
+    const auto sample = tiny_sample(24, 13);
+    const c10::Device cpu(c10::kCPU);
+    GreedySearchOptions o;
+    EXPECT_EQ(search_threads(o, m->config, cpu), 1);  // automatic: a narrow model scores on one thread
+    ModelConfig wide = m->config;
+    wide.dim = 4096;
+    EXPECT_EQ(search_threads(o, wide, cpu), 0);  // wide: the process's setting
+    o.threads = -1;
+    EXPECT_EQ(search_threads(o, m->config, cpu), 0);
+    o.threads = 3;
+    EXPECT_EQ(search_threads(o, m->config, cpu), 3);
+    EXPECT_EQ(search_threads(o, m->config, c10::Device(c10::kCUDA, 0)), 0);
+    // Scoring on 1 or 2 threads: the same losses (up to the reduction order), and the process's thread
+    // count is back afterwards.
+    const int before = at::get_num_threads();
+    std::vector<at::Tensor> losses;
+    for (int t : {1, 2}) {
+        GreedySearchOptions ot;
+        ot.threads = t;
+        losses.push_back(GreedySearch(m, sample, ot).score(StepKind::Exhaustive).candidate_loss.narrow(0, 3, 10));
+        EXPECT_EQ(at::get_num_threads(), before);
+    }
+    EXPECT_TRUE(at::allclose(losses[0], losses[1], 1e-6, 0));
 }
 
 TEST(GreedySearch, CandidateSets) {
