@@ -630,18 +630,32 @@ double reference_loss(const Model& m, const KVCache& kv, const std::vector<std::
     return nll / n + lambda * hook->total.mean().item<double>();
 }
 
+// A tiny model and a three-token cushion in double precision, and three documents without their <bos>.
+struct TuningCase {
+    std::shared_ptr<Model> m;
+    Cushion c;
+    std::vector<std::vector<int32_t>> seqs;
+};
+TuningCase double_precision_tuning_case() {
+    TuningCase t;
+    t.m = tiny(11);
+    t.m->to(c10::Device(c10::kCPU), at::kDouble);
+    t.c = make_cushion(*t.m, {1, 6, 9});
+    for (auto* v : {&t.c.kv.k, &t.c.kv.v})
+        for (auto& x : *v) x = x.to(at::kDouble);
+    for (size_t i = 0; i < 3; ++i) t.seqs.emplace_back(kTuneDocs[i].begin() + 1, kTuneDocs[i].end());
+    return t;
+}
+
 }  // namespace
 
 TEST(PrefixTuner, GradientsMatchFiniteDifferences) {
     // Double precision throughout (the forward pass keeps some float32 steps, e.g. RMSNorm statistics),
     // a prefix of three tokens, lambda large enough that both terms matter.
-    auto m = tiny(11);
-    m->to(c10::Device(c10::kCPU), at::kDouble);
-    Cushion c = make_cushion(*m, {1, 6, 9});
-    for (auto* v : {&c.kv.k, &c.kv.v})
-        for (auto& t : *v) t = t.to(at::kDouble);
-    std::vector<std::vector<int32_t>> seqs;
-    for (size_t i = 0; i < 3; ++i) seqs.emplace_back(kTuneDocs[i].begin() + 1, kTuneDocs[i].end());
+    TuningCase t = double_precision_tuning_case();
+    auto& m = t.m;
+    auto& c = t.c;
+    auto& seqs = t.seqs;
     const double lambda = 0.05;
     QuantLossOptions lo;
     TuneLoss g = prefix_tune_loss(*m, c.kv, seqs, lambda, lo, /*with_grad=*/true);
@@ -804,13 +818,10 @@ TEST(PrefixTuner, CancelLeavesStateUnchangedAndCheckpointsResume) {
 TEST(PrefixTuner, CrossEntropyInSlicesEqualsOneSlice) {
     // The tuning CE taken one position at a time (as for a large vocabulary) gives the same losses and
     // gradients as taking every position at once: only the summation order differs.
-    auto m = tiny(11);
-    m->to(c10::Device(c10::kCPU), at::kDouble);
-    Cushion c = make_cushion(*m, {1, 6, 9});
-    for (auto* v : {&c.kv.k, &c.kv.v})
-        for (auto& t : *v) t = t.to(at::kDouble);
-    std::vector<std::vector<int32_t>> seqs;
-    for (size_t i = 0; i < 3; ++i) seqs.emplace_back(kTuneDocs[i].begin() + 1, kTuneDocs[i].end());
+    TuningCase t = double_precision_tuning_case();
+    auto& m = t.m;
+    auto& c = t.c;
+    auto& seqs = t.seqs;
     QuantLossOptions lo;
     const TuneLoss whole = prefix_tune_loss(*m, c.kv, seqs, 0.05, lo, true, int64_t(1) << 40);
     const TuneLoss sliced = prefix_tune_loss(*m, c.kv, seqs, 0.05, lo, true, /*ce_chunk_bytes=*/1);
