@@ -13,6 +13,8 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include "progress_bar.h"
+
 namespace studio {
 
 ExportDialog::ExportDialog(QWidget* parent) : QDialog(parent) {
@@ -121,7 +123,7 @@ void ExportDialog::setBusy(bool busy) {
 }
 
 void ExportDialog::setProgress(double f, const QString& what) {
-    bar_->setValue(static_cast<int>(f * 1000));
+    setProgressValue(bar_, static_cast<int>(f * 1000));
     state_->setText(what);
 }
 

@@ -39,6 +39,7 @@
 #include "export_dialog.h"
 #include "heatmap_canvas.h"
 #include "model_panel.h"
+#include "progress_bar.h"
 #include "prompt_panel.h"
 #include "quant_panel.h"
 #include "resources.h"
@@ -954,7 +955,7 @@ void MainWindow::setTask(const QString& what, double f) {
         return;
     }
     status_progress_->show();
-    status_progress_->setValue(static_cast<int>(f * 1000));
+    setProgressValue(status_progress_, static_cast<int>(f * 1000));
     status_task_->setText(what);
 }
 

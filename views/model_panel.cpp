@@ -12,6 +12,8 @@
 #include <QTreeWidget>
 #include <QVBoxLayout>
 
+#include "progress_bar.h"
+
 namespace studio {
 
 ModelPanel::ModelPanel(QWidget* parent) : QWidget(parent) {
@@ -115,7 +117,7 @@ void ModelPanel::setLoading(const QString& path) {
 }
 
 void ModelPanel::setProgress(double f, const QString& what) {
-    bar_->setValue(static_cast<int>(f * 1000));
+    setProgressValue(bar_, static_cast<int>(f * 1000));
     state_->setText(tr("Loading: %1 (%2%)").arg(what).arg(static_cast<int>(f * 100)));
 }
 

@@ -26,6 +26,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "progress_bar.h"
+
 namespace studio {
 
 namespace {
@@ -270,7 +272,7 @@ void QuantPanel::setBusy(bool busy) {
 }
 
 void QuantPanel::setProgress(double f, const QString& what) {
-    bar_->setValue(static_cast<int>(f * 1000));
+    setProgressValue(bar_, static_cast<int>(f * 1000));
     state_->setText(QString("%1 (%2%)").arg(what).arg(static_cast<int>(f * 100)));
 }
 

@@ -30,6 +30,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "progress_bar.h"
+
 namespace studio {
 
 // The scored candidates of the last scoring, sorted by L_q (lowest first).
@@ -404,7 +406,7 @@ void SearchPanel::setBusy(bool busy, bool running) {
 }
 
 void SearchPanel::setProgress(double f, const QString& what) {
-    bar_->setValue(static_cast<int>(f * 1000));
+    setProgressValue(bar_, static_cast<int>(f * 1000));
     state_->setText(QString("%1 (%2%)").arg(what).arg(static_cast<int>(f * 100)));
 }
 

@@ -21,6 +21,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "progress_bar.h"
+
 namespace studio {
 
 namespace {
@@ -195,7 +197,7 @@ void TunePanel::setBusy(bool busy, bool running) {
 }
 
 void TunePanel::setProgress(double f, const QString& what) {
-    bar_->setValue(static_cast<int>(f * 1000));
+    setProgressValue(bar_, static_cast<int>(f * 1000));
     state_->setText(QString("%1 (%2%)").arg(what).arg(static_cast<int>(f * 100)));
 }
 

@@ -186,7 +186,7 @@ void Worker::runJob(const QString& what, const std::function<void()>& job) {
 bool Worker::report(double fraction, const std::string& what, double lo, double hi) {
     if (cancel_.load()) return false;
     const qint64 t = nowMs();
-    if (t - last_report_ms_ >= 33 || fraction >= 1.0) {
+    if (t - last_report_ms_ >= 100 || fraction >= 1.0) {
         last_report_ms_ = t;
         emit progress(lo + (hi - lo) * std::clamp(fraction, 0.0, 1.0), q(what));
     }

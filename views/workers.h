@@ -168,7 +168,8 @@ signals:
 protected:
     // Wraps a job: sets busy, clears the cancel flag, turns exceptions into failed()/cancelled().
     void runJob(const QString& what, const std::function<void()>& job);
-    // Reports progress (throttled to ~30 Hz) scaled into [lo, hi]; returns false when cancelled.
+    // Reports progress (at most 10 a second: each one repaints the window) scaled into [lo, hi]; returns false
+    // when cancelled.
     bool report(double fraction, const std::string& what, double lo = 0, double hi = 1);
     std::atomic<bool> cancel_{false};
     std::atomic<bool> busy_{false};
