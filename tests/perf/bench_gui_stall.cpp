@@ -4,7 +4,8 @@
 //
 // Opens the real window on the embedded stories260K, probes a prompt, then per scenario and run drives the
 // work the GUI tests drive (quantization W8A8 static; a greedy search step over 256 candidates, then a pruned
-// one; 2 tuning batches) while a 5 ms QTimer on the GUI thread measures the longest gap between its ticks.
+// one; one tuning epoch of 3 batches; `idle`: no worker, the quantization's progress signal sent at 30 Hz)
+// while a 5 ms QTimer on the GUI thread measures the longest gap between its ticks.
 // For the longest gap of each run it prints where the GUI thread's time went, from its CPU clock and the
 // kernel's schedstat (/proc/thread-self/schedstat): on the CPU, runnable but waiting for a CPU, or off the
 // CPU (sleeping or blocked); plus the longest event handled inside the gap, and the event rate over the run.
