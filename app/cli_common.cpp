@@ -38,6 +38,12 @@ Args parse_command(int argc, char** argv, const std::set<std::string>& flags, co
     return Args(argc, argv, 2, with(flags, common_flags()), with(values, common_values()));
 }
 
+std::string pad_columns(const std::string& s, size_t width) {
+    size_t cols = 0;
+    for (unsigned char ch : s) cols += (ch & 0xC0) != 0x80;  // count lead bytes only
+    return cols >= width ? s : s + std::string(width - cols, ' ');
+}
+
 bool print_help_if_asked(const Args& a, const char* help) {
     if (!a.has("help")) return false;
     std::printf("%s\nCommon options:\n%s", help, kCommonHelp);

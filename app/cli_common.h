@@ -20,6 +20,9 @@ std::set<std::string> with(std::set<std::string> a, const std::set<std::string>&
 Args parse_command(int argc, char** argv, const std::set<std::string>& flags, const std::set<std::string>& values);
 // Prints `help` and the common options when --help was given; returns whether it did.
 bool print_help_if_asked(const Args& a, const char* help);
+// s followed by spaces up to `width` terminal columns, counting UTF-8 code points (token text such as
+// "▁little" is one column per character, not per byte); s unchanged when it is wider.
+std::string pad_columns(const std::string& s, size_t width);
 extern const char* kCommonHelp;  // help text for the common options
 
 // Loads MODEL (first positional; the embedded default when absent) onto --device in --dtype,

@@ -273,8 +273,8 @@ int cmd_probe(int argc, char** argv) {
                                          {"top", jt}};
             if (!a.has("json")) {
                 std::string where = token_text(best.batch, best.token) + " (" + std::to_string(best.token) + ")";
-                std::printf("%-5d %-9s %12.4g %8.1f %8lld  %-14s %s\n", l, site_name(s), std::fabs(best.value),
-                            max_ratio, (long long)best.channel, where.c_str(), tops.c_str());
+                std::printf("%-5d %-9s %12.4g %8.1f %8lld  %s %s\n", l, site_name(s), std::fabs(best.value),
+                            max_ratio, (long long)best.channel, pad_columns(where, 14).c_str(), tops.c_str());
             }
         }
         j["layers"].push_back(jl);

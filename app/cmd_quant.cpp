@@ -220,8 +220,8 @@ int cmd_outliers(int argc, char** argv) {
         if (shown++ >= top) break;
         std::string blocks;
         for (auto b : f.blocks) blocks += (blocks.empty() ? "" : ",") + std::to_string(b);
-        std::printf("%-16s %10lld %12lld  %s\n", f.text.c_str(), (long long)f.outlier_count, (long long)f.occurrences,
-                    blocks.c_str());
+        std::printf("%s %10lld %12lld  %s\n", pad_columns(f.text, 16).c_str(), (long long)f.outlier_count,
+                    (long long)f.occurrences, blocks.c_str());
     }
     if (rep.frequency.empty()) std::printf("(no token above the threshold)\n");
     else {
@@ -229,8 +229,8 @@ int cmd_outliers(int argc, char** argv) {
         int k = 0;
         for (auto& x : rep.outliers) {
             if (k++ >= top) break;
-            std::printf("%-5lld %-5lld %-5lld %-16s %8lld %12.4g %10.1f\n", (long long)x.doc, (long long)x.block,
-                        (long long)x.pos, x.text.c_str(), (long long)x.channel, x.value, x.ratio);
+            std::printf("%-5lld %-5lld %-5lld %s %8lld %12.4g %10.1f\n", (long long)x.doc, (long long)x.block,
+                        (long long)x.pos, pad_columns(x.text, 16).c_str(), (long long)x.channel, x.value, x.ratio);
         }
     }
     return 0;
