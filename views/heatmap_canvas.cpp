@@ -109,7 +109,11 @@ protected:
         if (isExposed()) canvas_->renderAndSwap();
     }
     void resizeEvent(QResizeEvent*) override { requestUpdate(); }
-    void mousePressEvent(QMouseEvent* e) override { canvas_->mousePressEvent(e); }
+    void mousePressEvent(QMouseEvent* e) override {
+        // The widget never sees this press: give it the keyboard focus a click on a QWidget would give.
+        canvas_->setFocus(Qt::MouseFocusReason);
+        canvas_->mousePressEvent(e);
+    }
     void mouseMoveEvent(QMouseEvent* e) override { canvas_->mouseMoveEvent(e); }
     void mouseReleaseEvent(QMouseEvent* e) override { canvas_->mouseReleaseEvent(e); }
     void mouseDoubleClickEvent(QMouseEvent* e) override { canvas_->mouseDoubleClickEvent(e); }

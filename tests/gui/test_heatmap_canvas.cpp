@@ -118,6 +118,8 @@ private slots:
         QWindow* win = c.canvasWindow();
         QVERIFY(win);
         QTRY_VERIFY(win->isExposed());
+        c.activateWindow();  // Xvfb has no window manager to do it
+        QVERIFY(QTest::qWaitForWindowActive(&c));
         QCOMPARE(win->size(), c.size());
         c.setData(4, 100, noise(4, 100));
         QTRY_VERIFY(c.frameCount() > 0);  // the window draws on its own (expose / update request)
@@ -142,8 +144,16 @@ private slots:
         QTest::mouseRelease(win, Qt::LeftButton, {}, (at + QPointF(-100, 0)).toPoint());
         QTRY_VERIFY(c.view().x() > x0);  // dragged left: the view moved right
         QCOMPARE(clicked.count(), 1);    // a drag is not a click
+        c.clearFocus();
+        QVERIFY(!c.hasFocus());
         QTest::mouseDClick(win, Qt::LeftButton, {}, at.toPoint());
         QTRY_COMPARE(c.view(), QRectF(0, 0, 100, 4));
+        // A click on the canvas gives it the keyboard focus; keys typed into the top-level window reach it.
+        QVERIFY(c.hasFocus());
+        QTest::keyClick(c.windowHandle(), Qt::Key_Plus);
+        QCOMPARE(c.view().width(), 80.0);
+        QTest::keyClick(win, Qt::Key_0);  // and keys the canvas window itself receives
+        QCOMPARE(c.view().width(), 100.0);
     }
 
     // Token text as tokenizers give it: SentencePiece's "▁", byte-level BPE's "Ġ"/"Ċ", Cyrillic, Greek. The
