@@ -3,10 +3,16 @@
 #include <imgui.h>
 #include <backends/imgui_impl_opengl3.h>
 
+#include <QExposeEvent>
 #include <QFile>
 #include <QKeyEvent>
 #include <QMouseEvent>
+#include <QOpenGLContext>
+#include <QOpenGLFramebufferObject>
+#include <QSurfaceFormat>
+#include <QVBoxLayout>
 #include <QWheelEvent>
+#include <QWindow>
 
 #include <algorithm>
 #include <cmath>
@@ -72,22 +78,104 @@ const ImWchar kGlyphRanges[] = {0x0020, 0x052F, 0x2000, 0x206F, 0x2190, 0x21FF, 
 
 }  // namespace
 
-HeatmapCanvas::HeatmapCanvas(QWidget* parent) : QOpenGLWidget(parent) {
+// The native child window the canvas draws into. It only forwards: expose and update requests render a
+// frame (HeatmapCanvas::renderAndSwap), input goes to the canvas' own event handlers (window coordinates
+// are the canvas' widget coordinates: the container fills the canvas).
+class HeatmapCanvasWindow : public QWindow {
+public:
+    explicit HeatmapCanvasWindow(HeatmapCanvas* canvas) : canvas_(canvas) {
+        setSurfaceType(QSurface::OpenGLSurface);
+        QSurfaceFormat fmt = QSurfaceFormat::defaultFormat();
+        // Do not wait for vertical blank in the swap: two canvases swapping on the GUI thread must not cost
+        // it up to two frames (requestUpdate already paces the redraws).
+        fmt.setSwapInterval(0);
+        setFormat(fmt);
+    }
+
+protected:
+    bool event(QEvent* e) override {
+        switch (e->type()) {
+        case QEvent::UpdateRequest:
+            if (isExposed()) canvas_->renderAndSwap();
+            return true;
+        case QEvent::Leave:
+            canvas_->leaveEvent(e);
+            return true;
+        default:
+            return QWindow::event(e);
+        }
+    }
+    void exposeEvent(QExposeEvent*) override {
+        if (isExposed()) canvas_->renderAndSwap();
+    }
+    void resizeEvent(QResizeEvent*) override { requestUpdate(); }
+    void mousePressEvent(QMouseEvent* e) override {
+        // The widget never sees this press: give it the keyboard focus a click on a QWidget would give.
+        canvas_->setFocus(Qt::MouseFocusReason);
+        canvas_->mousePressEvent(e);
+    }
+    void mouseMoveEvent(QMouseEvent* e) override { canvas_->mouseMoveEvent(e); }
+    void mouseReleaseEvent(QMouseEvent* e) override { canvas_->mouseReleaseEvent(e); }
+    void mouseDoubleClickEvent(QMouseEvent* e) override { canvas_->mouseDoubleClickEvent(e); }
+    void wheelEvent(QWheelEvent* e) override { canvas_->wheelEvent(e); }
+    void keyPressEvent(QKeyEvent* e) override { canvas_->keyPressEvent(e); }
+
+private:
+    HeatmapCanvas* canvas_;
+};
+
+HeatmapCanvas::HeatmapCanvas(QWidget* parent) : QWidget(parent) {
     setMouseTracking(true);
     setFocusPolicy(Qt::StrongFocus);
     setMinimumSize(240, 120);
+    window_ = new HeatmapCanvasWindow(this);
+    container_ = QWidget::createWindowContainer(window_, this);  // takes ownership of the window
+    container_->setFocusPolicy(Qt::NoFocus);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(0, 0, 0, 0);
+    layout->addWidget(container_);
     clock_.start();
 }
 
 HeatmapCanvas::~HeatmapCanvas() {
-    if (!ctx_) return;
-    makeCurrent();
-    dropTextures();
-    ImGui::SetCurrentContext(ctx_);
-    ImGui_ImplOpenGL3_Shutdown();
-    ImGui::DestroyContext(ctx_);
-    ctx_ = nullptr;
-    doneCurrent();
+    if (gl_ && ctx_ && makeCurrent()) {
+        dropTextures();
+        ImGuiContext* previous = ImGui::GetCurrentContext();
+        ImGui::SetCurrentContext(ctx_);
+        ImGui_ImplOpenGL3_Shutdown();
+        ImGui::DestroyContext(ctx_);
+        ImGui::SetCurrentContext(previous == ctx_ ? nullptr : previous);
+        ctx_ = nullptr;
+        doneCurrent();
+    }
+    delete gl_;  // before the container deletes the window
+    gl_ = nullptr;
+}
+
+bool HeatmapCanvas::makeCurrent() {
+    if (!window_->handle()) window_->create();
+    if (!gl_) {
+        gl_ = new QOpenGLContext(this);
+        gl_->setFormat(window_->requestedFormat());
+        if (!gl_->create()) qWarning("heatmap canvas: cannot create an OpenGL context");
+    }
+    if (!gl_->isValid() || !gl_->makeCurrent(window_)) return false;
+    if (!ctx_) initializeGL();
+    return true;
+}
+
+void HeatmapCanvas::doneCurrent() {
+    if (gl_) gl_->doneCurrent();
+}
+
+void HeatmapCanvas::redraw() { window_->requestUpdate(); }
+
+QWindow* HeatmapCanvas::canvasWindow() const { return window_; }
+
+void HeatmapCanvas::renderAndSwap() {
+    if (!makeCurrent()) return;
+    paintGL();
+    gl_->swapBuffers(window_);
 }
 
 void HeatmapCanvas::initializeGL() {
@@ -130,7 +218,7 @@ void HeatmapCanvas::dropTextures() {
     for (auto& [k, l] : levels_)
         if (l.tex) stale_textures_.push_back(l.tex);
     levels_.clear();
-    if (!stale_textures_.empty() && context()) {
+    if (!stale_textures_.empty() && gl_ && QOpenGLContext::currentContext() == gl_) {
         glDeleteTextures(static_cast<GLsizei>(stale_textures_.size()), stale_textures_.data());
         stale_textures_.clear();
     }
@@ -162,7 +250,7 @@ void HeatmapCanvas::setData(int rows, int cols, std::vector<float> values) {
     if (!same || view_.isEmpty()) resetView();
     if (selected_.x() >= cols_ || selected_.y() >= rows_) selected_ = {-1, -1};
     hovered_ = {-1, -1};
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::setFixedScale(double lo, double hi) {
@@ -179,34 +267,34 @@ void HeatmapCanvas::clearData(const QString& message) {
 
 void HeatmapCanvas::setTitle(const QString& t) {
     title_ = t;
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::setAxisNames(const QString& r, const QString& c) {
     row_name_ = r;
     col_name_ = c;
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::setRowLabels(const QStringList& labels) {
     row_labels_ = labels;
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::setTokenStrip(const QStringList& t, const std::vector<bool>& h) {
     strip_text_ = t;
     strip_highlight_ = h;
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::setShowTokenStrip(bool on) {
     show_strip_ = on;
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::setSelection(int row, int col) {
     selected_ = (row < 0 || col < 0) ? QPoint(-1, -1) : QPoint(col, row);
-    update();
+    redraw();
 }
 
 float HeatmapCanvas::value(int row, int col) const {
@@ -243,7 +331,7 @@ QString HeatmapCanvas::tooltipText(int row, int col) const {
 void HeatmapCanvas::resetView() {
     view_ = QRectF(0, 0, std::max(1, cols_), std::max(1, rows_));
     emitView();
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::clampView() {
@@ -261,7 +349,7 @@ void HeatmapCanvas::setXView(double x0, double x1) {
     const QRectF before = view_;
     view_ = QRectF(x0, view_.y(), x1 - x0, view_.height());
     clampView();
-    if (view_ != before) update();
+    if (view_ != before) redraw();
 }
 
 void HeatmapCanvas::zoom(double fx, double fy, QPointF anchor) {
@@ -272,7 +360,7 @@ void HeatmapCanvas::zoom(double fx, double fy, QPointF anchor) {
     view_ = QRectF(ax - (ax - view_.x()) * fx, ay - (ay - view_.y()) * fy, w, h);
     clampView();
     emitView();
-    update();
+    redraw();
 }
 
 // ------------------------------------------------------------------------------------------------ input
@@ -303,7 +391,7 @@ void HeatmapCanvas::mouseMoveEvent(QMouseEvent* e) {
         hovered_ = c;
         if (c.x() >= 0) emit cellHovered(c.y(), c.x());
     }
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::mouseReleaseEvent(QMouseEvent* e) {
@@ -317,7 +405,7 @@ void HeatmapCanvas::mouseReleaseEvent(QMouseEvent* e) {
         }
     }
     dragging_ = false;
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::mouseDoubleClickEvent(QMouseEvent*) { resetView(); }
@@ -329,7 +417,7 @@ void HeatmapCanvas::wheelEvent(QWheelEvent* e) {
         view_.translate(-steps * 0.1 * view_.width(), 0);
         clampView();
         emitView();
-        update();
+        redraw();
     } else {
         const double f = std::pow(0.8, steps);
         const bool rows = e->modifiers() & Qt::ControlModifier;
@@ -341,7 +429,7 @@ void HeatmapCanvas::wheelEvent(QWheelEvent* e) {
 void HeatmapCanvas::leaveEvent(QEvent*) {
     mouse_ = {-1, -1};
     hovered_ = {-1, -1};
-    update();
+    redraw();
 }
 
 void HeatmapCanvas::keyPressEvent(QKeyEvent* e) {
@@ -356,11 +444,11 @@ void HeatmapCanvas::keyPressEvent(QKeyEvent* e) {
     case Qt::Key_Right: view_.translate(0.1 * view_.width(), 0); break;
     case Qt::Key_Up: view_.translate(0, -0.1 * view_.height()); break;
     case Qt::Key_Down: view_.translate(0, 0.1 * view_.height()); break;
-    default: QOpenGLWidget::keyPressEvent(e); return;
+    default: QWidget::keyPressEvent(e); return;
     }
     clampView();
     emitView();
-    update();
+    redraw();
 }
 
 // ---------------------------------------------------------------------------------------------- drawing
@@ -406,7 +494,7 @@ void HeatmapCanvas::paintGL() {
     ImGuiContext* previous = ImGui::GetCurrentContext();
     ImGui::SetCurrentContext(ctx_);
     ImGuiIO& io = ImGui::GetIO();
-    const double dpr = devicePixelRatioF();
+    const double dpr = window_->devicePixelRatio();
     io.DisplaySize = ImVec2(static_cast<float>(width()), static_cast<float>(height()));
     io.DisplayFramebufferScale = ImVec2(static_cast<float>(dpr), static_cast<float>(dpr));
     const double now = clock_.nsecsElapsed() / 1e9;
@@ -429,13 +517,29 @@ void HeatmapCanvas::paintGL() {
 }
 
 double HeatmapCanvas::renderFrameNow() {
-    makeCurrent();
+    if (!makeCurrent()) return 0;
     const bool sync = sync_frames_;
     sync_frames_ = true;
-    paintGL();
+    paintGL();  // into the back buffer, not swapped
     sync_frames_ = sync;
     doneCurrent();
     return last_frame_ms_;
+}
+
+QImage HeatmapCanvas::grabFramebuffer() {
+    if (!makeCurrent()) return {};
+    const double dpr = window_->devicePixelRatio();
+    QImage img;
+    {
+        QOpenGLFramebufferObject fbo(QSize(int(width() * dpr), int(height() * dpr)));
+        fbo.bind();
+        paintGL();
+        img = fbo.toImage();
+        fbo.release();
+    }
+    doneCurrent();
+    img.setDevicePixelRatio(dpr);
+    return img;
 }
 
 void HeatmapCanvas::drawFrame() {

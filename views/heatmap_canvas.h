@@ -1,4 +1,8 @@
-// The heatmap canvas: Dear ImGui drawn inside a QOpenGLWidget (one ImGuiContext per canvas).
+// The heatmap canvas: Dear ImGui drawn into a native child window (a QWindow with its own OpenGL context,
+// embedded with QWidget::createWindowContainer; one ImGuiContext per canvas). Not a QOpenGLWidget: a window
+// holding a QOpenGLWidget is composed through OpenGL on every update (a progress bar, a label), which with
+// software OpenGL (llvmpipe) costs 10 - 40 ms per update of the whole window; with native child windows the
+// rest of the window keeps Qt's raster backing store, and GL work happens only when a canvas redraws.
 //
 // The matrix (rows x cols, values >= 0) is colour-mapped on a log scale into ONE RGBA texture and drawn
 // with a single ImGui image (nearest filtering); hover, selection, axes, the colour bar and the token
@@ -11,8 +15,9 @@
 // "+"/"-" zoom; arrows pan.
 #pragma once
 #include <QElapsedTimer>
+#include <QImage>
 #include <QOpenGLFunctions>
-#include <QOpenGLWidget>
+#include <QWidget>
 #include <QPoint>
 #include <QRectF>
 #include <QString>
@@ -24,10 +29,14 @@
 #include <vector>
 
 struct ImGuiContext;
+class QOpenGLContext;
+class QWindow;
 
 namespace studio {
 
-class HeatmapCanvas : public QOpenGLWidget, protected QOpenGLFunctions {
+class HeatmapCanvasWindow;
+
+class HeatmapCanvas : public QWidget, protected QOpenGLFunctions {
     Q_OBJECT
 public:
     explicit HeatmapCanvas(QWidget* parent = nullptr);
@@ -69,10 +78,18 @@ public:
     double lastFrameMs() const { return last_frame_ms_; }
     int frameCount() const { return frames_; }
     void setSyncFrames(bool on) { sync_frames_ = on; }
-    // Renders one frame now (makeCurrent, paintGL, glFinish): for benchmarks.
+    // Renders one frame now (makeCurrent, paintGL, glFinish; not shown): for benchmarks.
     double renderFrameNow();
+    // Renders one frame and reads it back (the canvas window is a native GL window: QWidget::grab() of an
+    // enclosing widget shows it black; screenshots draw this image at the canvas' place).
+    QImage grabFramebuffer();
+    // Requests a redraw of the canvas window at the next frame (QWidget::update() only repaints the widget
+    // under the GL window).
+    void redraw();
+    // The native window the canvas draws into (input on it reaches the same handlers as on the widget).
+    QWindow* canvasWindow() const;
     // The shipped font (resources/fonts/DejaVuSans.ttf) is in use, and has a glyph for code point c (for
-    // tests; both false before the first initializeGL).
+    // tests; both false before the GL context is first made).
     bool fontLoaded() const { return font_loaded_; }
     bool hasGlyph(unsigned c) const;
 
@@ -82,8 +99,7 @@ signals:
     void xViewChanged(double x0, double x1);
 
 protected:
-    void initializeGL() override;
-    void paintGL() override;
+    // Input reaches these from the widget (synthetic events, e.g. QTest) and from the GL window (real input).
     void mousePressEvent(QMouseEvent* e) override;
     void mouseMoveEvent(QMouseEvent* e) override;
     void mouseReleaseEvent(QMouseEvent* e) override;
@@ -93,6 +109,12 @@ protected:
     void keyPressEvent(QKeyEvent* e) override;
 
 private:
+    friend class HeatmapCanvasWindow;
+    bool makeCurrent();  // creates the context (and ImGui state) on first use; false when GL is unavailable
+    void doneCurrent();
+    void initializeGL();
+    void paintGL();
+    void renderAndSwap();  // on expose / update request of the GL window
     struct Level {
         unsigned tex = 0;
         int w = 0, h = 0;  // texels
@@ -103,6 +125,9 @@ private:
     void dropTextures();
     void drawFrame();
 
+    HeatmapCanvasWindow* window_ = nullptr;  // owned by the container (a child widget)
+    QWidget* container_ = nullptr;
+    QOpenGLContext* gl_ = nullptr;  // child QObject, deleted explicitly in the destructor
     ImGuiContext* ctx_ = nullptr;
     int rows_ = 0, cols_ = 0;
     std::vector<float> values_;

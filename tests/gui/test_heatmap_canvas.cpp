@@ -5,7 +5,10 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QSurfaceFormat>
+#include <QSignalSpy>
 #include <QTest>
+#include <QWheelEvent>
+#include <QWindow>
 
 #include <algorithm>
 #include <random>
@@ -103,6 +106,54 @@ private slots:
         b.renderFrameNow();
         a.renderFrameNow();
         QVERIFY(a.frameCount() >= 2 && b.frameCount() >= 1);
+    }
+
+    // The canvas draws into a native child window: input delivered to that window (as the window system
+    // delivers real input) reaches the canvas' handlers: hover, click, wheel zoom, drag pan, double-click.
+    void inputOnTheNativeWindowReachesTheCanvas() {
+        HeatmapCanvas c;
+        c.resize(800, 400);
+        c.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&c));
+        QWindow* win = c.canvasWindow();
+        QVERIFY(win);
+        QTRY_VERIFY(win->isExposed());
+        c.activateWindow();  // Xvfb has no window manager to do it
+        QVERIFY(QTest::qWaitForWindowActive(&c));
+        QCOMPARE(win->size(), c.size());
+        c.setData(4, 100, noise(4, 100));
+        QTRY_VERIFY(c.frameCount() > 0);  // the window draws on its own (expose / update request)
+        const int frames = c.frameCount();
+        QSignalSpy hovered(&c, &HeatmapCanvas::cellHovered);
+        QSignalSpy clicked(&c, &HeatmapCanvas::cellClicked);
+        QTest::mouseMove(win, c.cellCenter(2, 30).toPoint());
+        QTRY_COMPARE(c.hovered(), QPoint(30, 2));
+        QVERIFY(hovered.count() >= 1);
+        QTRY_VERIFY(c.frameCount() > frames);  // the hover redraws
+        QTest::mouseClick(win, Qt::LeftButton, {}, c.cellCenter(1, 60).toPoint());
+        QTRY_COMPARE(clicked.count(), 1);
+        QCOMPARE(c.selection(), QPoint(60, 1));
+        const QPointF at = c.plotRect().center();
+        QWheelEvent wheel(at, win->mapToGlobal(at), QPoint(), QPoint(0, 120), Qt::NoButton, Qt::NoModifier,
+                          Qt::NoScrollPhase, false);
+        QCoreApplication::sendEvent(win, &wheel);
+        QCOMPARE(c.view().width(), 80.0);
+        const double x0 = c.view().x();
+        QTest::mousePress(win, Qt::LeftButton, {}, at.toPoint());
+        QTest::mouseMove(win, (at + QPointF(-100, 0)).toPoint());
+        QTest::mouseRelease(win, Qt::LeftButton, {}, (at + QPointF(-100, 0)).toPoint());
+        QTRY_VERIFY(c.view().x() > x0);  // dragged left: the view moved right
+        QCOMPARE(clicked.count(), 1);    // a drag is not a click
+        c.clearFocus();
+        QVERIFY(!c.hasFocus());
+        QTest::mouseDClick(win, Qt::LeftButton, {}, at.toPoint());
+        QTRY_COMPARE(c.view(), QRectF(0, 0, 100, 4));
+        // A click on the canvas gives it the keyboard focus; keys typed into the top-level window reach it.
+        QVERIFY(c.hasFocus());
+        QTest::keyClick(c.windowHandle(), Qt::Key_Plus);
+        QCOMPARE(c.view().width(), 80.0);
+        QTest::keyClick(win, Qt::Key_0);  // and keys the canvas window itself receives
+        QCOMPARE(c.view().width(), 100.0);
     }
 
     // Token text as tokenizers give it: SentencePiece's "▁", byte-level BPE's "Ġ"/"Ċ", Cyrillic, Greek. The

@@ -60,11 +60,29 @@ namespace {
 
 QString resource(const QString& rel) { return QString(CUSHION_TEST_RESOURCE_DIR) + "/" + rel; }
 
+// QWidget::grab() of a window, with the heatmap canvases drawn in: they are native GL child windows, which
+// grab() leaves black, so each visible canvas' own frame is drawn at its place (clipped to what is visible).
+QPixmap grabWithCanvases(QWidget* w) {
+    QPixmap base = w->grab();
+    QPainter p(&base);
+    for (HeatmapCanvas* c : w->findChildren<HeatmapCanvas*>()) {
+        if (!c->isVisible() || c->window() != w->window()) continue;
+        const QRegion visible = c->visibleRegion();
+        if (visible.isEmpty()) continue;
+        const QPoint at = c->mapTo(w, QPoint(0, 0));
+        p.save();
+        p.setClipRegion(visible.translated(at));
+        p.drawImage(at, c->grabFramebuffer());
+        p.restore();
+    }
+    return base;
+}
+
 void screenshot(QWidget* w, const QString& name) {
     QTest::qWait(50);  // let pending layouts settle (a label that just changed its text)
     QDir().mkpath(CUSHION_SCREENSHOT_DIR);
     const QString path = QString(CUSHION_SCREENSHOT_DIR) + "/" + name + ".png";
-    QVERIFY2(w->grab().save(path), qPrintable("cannot save " + path));
+    QVERIFY2(grabWithCanvases(w).save(path), qPrintable("cannot save " + path));
 }
 
 // A canvas pixel well inside the plot is not the background: the map was really drawn.
@@ -110,8 +128,8 @@ private:
 void screenshotWithDialog(QWidget* w, QWidget* dialog, const QString& name) {
     QTest::qWait(50);
     QDir().mkpath(CUSHION_SCREENSHOT_DIR);
-    QPixmap base = w->grab();
-    const QPixmap d = dialog->grab();
+    QPixmap base = grabWithCanvases(w);
+    const QPixmap d = grabWithCanvases(dialog);
     {
         // Xvfb has no window manager: draw a title bar like one would.
         QPainter p(&base);
