@@ -87,7 +87,7 @@ else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6 (>= 2.35), libgcc-s1, libstdc++6 (>= 11), libtorch1.13, ${CUSHION_DEB_RUNTIME_DEPENDS}")
   if(CUSHION_GUI)
     string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS
-      ", libqt6core6 (>= 6.4), libqt6gui6, libqt6widgets6, libqt6opengl6, libqt6openglwidgets6, libqt6charts6, libstb0")
+      ", libqt6core6 (>= 6.4), libqt6gui6, libqt6widgets6, libqt6opengl6, libqt6charts6, libstb0")
   endif()
 endif()
 

@@ -36,7 +36,7 @@ for dep in libtorch1.13 libopenblas0-pthread libc6 libstdc++6; do
   [[ ", $DEPENDS," == *", $dep"[\ ,]* ]] || fail "Depends lacks $dep: $DEPENDS"
 done
 if [ "$GUI" = 1 ]; then
-  for dep in libqt6core6 libqt6gui6 libqt6widgets6 libqt6openglwidgets6 libqt6charts6 libstb0 libgl1; do
+  for dep in libqt6core6 libqt6gui6 libqt6widgets6 libqt6opengl6 libqt6charts6 libstb0 libgl1; do
     [[ ", $DEPENDS," == *", $dep"[\ ,]* ]] || fail "Depends lacks $dep: $DEPENDS"
   done
 else

@@ -170,6 +170,10 @@ void HeatmapCanvas::doneCurrent() {
 
 void HeatmapCanvas::redraw() { window_->requestUpdate(); }
 
+void HeatmapCanvas::prepareGl() {
+    if (makeCurrent()) doneCurrent();
+}
+
 QWindow* HeatmapCanvas::canvasWindow() const { return window_; }
 
 void HeatmapCanvas::renderAndSwap() {

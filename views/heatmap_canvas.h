@@ -86,6 +86,10 @@ public:
     // Requests a redraw of the canvas window at the next frame (QWidget::update() only repaints the widget
     // under the GL window).
     void redraw();
+    // Creates the canvas' GL context and ImGui state now (they are otherwise made on the first frame, which
+    // costs ~20 ms on the GUI thread with software GL): called while the window is idle, so that the first
+    // showing of a tab with canvases does not stall a running job's updates.
+    void prepareGl();
     // The native window the canvas draws into (input on it reaches the same handlers as on the widget).
     QWindow* canvasWindow() const;
     // The shipped font (resources/fonts/DejaVuSans.ttf) is in use, and has a glyph for code point c (for

@@ -3,6 +3,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QShowEvent>
 #include <QComboBox>
 #include <QDateTime>
 #include <QDir>
@@ -665,6 +666,18 @@ void MainWindow::saveSettings() {
     s.setValue("quant/kv_bits", q.kv_bits);
     s.setValue("quant/calib", quant_panel_->calibPath());
     s.setValue("quant/eval", quant_panel_->evalPath());
+}
+
+void MainWindow::showEvent(QShowEvent* e) {
+    QMainWindow::showEvent(e);
+    // Once shown, while idle: every canvas' GL context, including the before/after ones in the hidden tab
+    // (their first showing would otherwise cost ~20 ms each in the middle of a search step).
+    if (!canvases_prepared_) {
+        canvases_prepared_ = true;
+        QTimer::singleShot(0, this, [this] {
+            for (HeatmapCanvas* c : findChildren<HeatmapCanvas*>()) c->prepareGl();
+        });
+    }
 }
 
 void MainWindow::closeEvent(QCloseEvent* e) {

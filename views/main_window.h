@@ -139,6 +139,7 @@ signals:
 
 protected:
     void closeEvent(QCloseEvent* e) override;
+    void showEvent(QShowEvent* e) override;
     void dragEnterEvent(QDragEnterEvent* e) override;
     void dropEvent(QDropEvent* e) override;
 
@@ -222,6 +223,7 @@ private:
     int search_jobs_ = 0, tune_jobs_ = 0;  // posted and not yet finished
     int pending_search_action_ = 0;   // 1 step, 2 score, 3 run: after the search being started
     bool tune_running_ = false;
+    bool canvases_prepared_ = false;  // showEvent made every canvas' GL context
     bool auto_compare_tab_ = true;
     QString session_path_;
     std::unique_ptr<SessionData> pending_session_;
