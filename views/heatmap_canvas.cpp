@@ -171,7 +171,7 @@ void HeatmapCanvas::doneCurrent() {
 void HeatmapCanvas::redraw() { window_->requestUpdate(); }
 
 void HeatmapCanvas::prepareGl() {
-    if (makeCurrent()) doneCurrent();
+    renderFrameNow();  // the context, ImGui state, and the backend's shaders and font texture (first frame)
 }
 
 QWindow* HeatmapCanvas::canvasWindow() const { return window_; }

@@ -86,9 +86,10 @@ public:
     // Requests a redraw of the canvas window at the next frame (QWidget::update() only repaints the widget
     // under the GL window).
     void redraw();
-    // Creates the canvas' GL context and ImGui state now (they are otherwise made on the first frame, which
-    // costs ~20 ms on the GUI thread with software GL): called while the window is idle, so that the first
-    // showing of a tab with canvases does not stall a running job's updates.
+    // Creates the canvas' GL context and ImGui state and draws one frame off-screen now (compiling the
+    // shaders and uploading the font texture); otherwise the first showing does it, ~20 ms on the GUI
+    // thread with software GL. Called while the window is idle, so that the first showing of a tab with
+    // canvases does not stall a running job's updates.
     void prepareGl();
     // The native window the canvas draws into (input on it reaches the same handlers as on the widget).
     QWindow* canvasWindow() const;
