@@ -123,6 +123,40 @@ TunePanel::TunePanel(QWidget* parent) : QWidget(parent) {
     chart->setAnimationOptions(QChart::NoAnimation);
     chart->legend()->setAlignment(Qt::AlignBottom);
     chart->setMargins(QMargins(2, 2, 2, 2));
+    // The series and axes are made once: rebuilding them for every batch cost a full chart relayout.
+    ce_series_ = new QLineSeries;
+    ce_series_->setName(tr("CE"));
+    total_series_ = new QLineSeries;
+    total_series_->setName(tr("total = CE + λ L_q"));
+    lq_series_ = new QLineSeries;
+    lq_series_->setName(tr("L_q (right axis)"));
+    QPen pce(QColor(52, 120, 200));
+    pce.setWidthF(2);
+    ce_series_->setPen(pce);
+    QPen ptot(QColor(60, 60, 60));
+    ptot.setWidthF(2);
+    total_series_->setPen(ptot);
+    QPen plq(QColor(217, 130, 43));
+    plq.setWidthF(2);
+    plq.setStyle(Qt::DashLine);
+    lq_series_->setPen(plq);
+    x_axis_ = new QValueAxis;
+    x_axis_->setTitleText(tr("batch (step)"));
+    x_axis_->setLabelFormat("%d");
+    y_axis_ = new QValueAxis;
+    y_axis_->setTitleText(tr("CE, total"));
+    y_axis_->setLabelFormat("%.3f");
+    lq_axis_ = new QValueAxis;
+    lq_axis_->setTitleText(tr("L_q"));
+    lq_axis_->setLabelFormat("%.4g");
+    chart->addAxis(x_axis_, Qt::AlignBottom);
+    chart->addAxis(y_axis_, Qt::AlignLeft);
+    chart->addAxis(lq_axis_, Qt::AlignRight);
+    for (QLineSeries* s : {ce_series_, total_series_, lq_series_}) {
+        chart->addSeries(s);
+        s->attachAxis(x_axis_);
+        s->attachAxis(s == lq_series_ ? lq_axis_ : y_axis_);
+    }
     chart_view_ = new QChartView(chart);
     chart_view_->setObjectName("tuneChart");
     chart_view_->setRenderHint(QPainter::Antialiasing);
@@ -298,74 +332,36 @@ void TunePanel::setPerplexity(const PplResultPtr& r) {
 }
 
 void TunePanel::updateChart() {
-    QChart* chart = chart_view_->chart();
-    chart->removeAllSeries();
-    for (QAbstractAxis* a : chart->axes()) {
-        chart->removeAxis(a);
-        delete a;
-    }
-    auto* ce = new QLineSeries;
-    ce->setName(tr("CE"));
-    auto* total = new QLineSeries;
-    total->setName(tr("total = CE + λ L_q"));
-    auto* lq = new QLineSeries;
-    lq->setName(tr("L_q (right axis)"));
+    QList<QPointF> ce, total, lq;
     double lo = 1e300, hi = -1e300, qlo = 1e300, qhi = -1e300;
     qint64 last = 1;
     for (const TunePoint& p : points_) {
-        ce->append(p.step, p.ce);
-        total->append(p.step, p.total);
-        lq->append(p.step, p.lq);
+        ce.append(QPointF(p.step, p.ce));
+        total.append(QPointF(p.step, p.total));
+        lq.append(QPointF(p.step, p.lq));
         lo = std::min({lo, p.ce, p.total});
         hi = std::max({hi, p.ce, p.total});
         qlo = std::min(qlo, p.lq);
         qhi = std::max(qhi, p.lq);
         last = std::max(last, p.step);
     }
+    ce_series_->replace(ce);
+    total_series_->replace(total);
+    lq_series_->replace(lq);
     // Mark single points too: a line of one point is invisible.
-    for (QLineSeries* s : {ce, total, lq}) s->setPointsVisible(points_.size() < 40);
-    QPen pce(QColor(52, 120, 200));
-    pce.setWidthF(2);
-    ce->setPen(pce);
-    QPen ptot(QColor(60, 60, 60));
-    ptot.setWidthF(2);
-    total->setPen(ptot);
-    QPen plq(QColor(217, 130, 43));
-    plq.setWidthF(2);
-    plq.setStyle(Qt::DashLine);
-    lq->setPen(plq);
-    auto* x = new QValueAxis;
-    x->setTitleText(tr("batch (step)"));
-    x->setLabelFormat("%d");
+    for (QLineSeries* s : {ce_series_, total_series_, lq_series_}) s->setPointsVisible(points_.size() < 40);
     const qint64 span = snap_ ? std::max<qint64>(snap_->total_steps, last) : last;
-    x->setRange(points_.empty() ? 0 : 1, std::max<qint64>(span, 2));
-    x->setTickCount(static_cast<int>(std::min<qint64>(std::max<qint64>(span, 2), 6)));
-    auto* y = new QValueAxis;
-    y->setTitleText(tr("CE, total"));
-    auto* yq = new QValueAxis;
-    yq->setTitleText(tr("L_q"));
+    x_axis_->setRange(points_.empty() ? 0 : 1, std::max<qint64>(span, 2));
+    x_axis_->setTickCount(static_cast<int>(std::min<qint64>(std::max<qint64>(span, 2), 6)));
     if (points_.empty()) {
-        y->setRange(0, 1);
-        yq->setRange(0, 1);
+        y_axis_->setRange(0, 1);
+        lq_axis_->setRange(0, 1);
     } else {
         const double pad = std::max((hi - lo) * 0.1, 1e-3 * std::max(1.0, std::fabs(hi)));
-        y->setRange(lo - pad, hi + pad);
+        y_axis_->setRange(lo - pad, hi + pad);
         const double qpad = std::max((qhi - qlo) * 0.1, 1e-3 * std::max(1.0, std::fabs(qhi)));
-        yq->setRange(qlo - qpad, qhi + qpad);
+        lq_axis_->setRange(qlo - qpad, qhi + qpad);
     }
-    y->setLabelFormat("%.3f");
-    yq->setLabelFormat("%.4g");
-    chart->addAxis(x, Qt::AlignBottom);
-    chart->addAxis(y, Qt::AlignLeft);
-    chart->addAxis(yq, Qt::AlignRight);
-    for (QLineSeries* s : {ce, total}) {
-        chart->addSeries(s);
-        s->attachAxis(x);
-        s->attachAxis(y);
-    }
-    chart->addSeries(lq);
-    lq->attachAxis(x);
-    lq->attachAxis(yq);
 }
 
 }  // namespace studio

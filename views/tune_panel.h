@@ -15,6 +15,8 @@ class QPushButton;
 class QSpinBox;
 class QTableWidget;
 class QChartView;
+class QLineSeries;
+class QValueAxis;
 
 namespace studio {
 
@@ -72,6 +74,8 @@ private:
     QLabel *state_, *prefix_, *scheme_;
     QString summary_;  // what the state line shows when no job reports progress
     QChartView* chart_view_;
+    QLineSeries *ce_series_, *total_series_, *lq_series_;  // made once; updateChart replaces their points
+    QValueAxis *x_axis_, *y_axis_, *lq_axis_;
     QTableWidget* ppl_table_;
     TuneSnapshotPtr snap_;
     std::vector<TunePoint> points_;
