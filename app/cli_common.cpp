@@ -106,4 +106,13 @@ std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m) {
     return c;
 }
 
+RunTarget run_target_from_args(const Args& a) {
+    RunTarget t;
+    t.pkg = package_from_args(a);
+    t.model = t.pkg ? t.pkg->model : load_model_from_args(a);
+    t.cushion = cushion_from_args(a, *t.model);
+    if (t.pkg && !t.cushion) t.cushion = std::make_unique<Cushion>(t.pkg->cushion);
+    return t;
+}
+
 }  // namespace cushion::cli

@@ -109,18 +109,9 @@ int cmd_generate(int argc, char** argv) {
     o.temperature = a.get_double("temperature", 0.0, 0.0, 100.0);
     o.seed = static_cast<uint64_t>(a.get_int("seed", 42, 0, (1LL << 62)));
     o.top_p = a.get_double("top-p", 1.0, 1e-6, 1.0);
-    auto pkg = package_from_args(a);  // an exported package: its quantizer and cushion
-    auto m = pkg ? pkg->model : load_model_from_args(a);
-    auto cush = cushion_from_args(a, *m);
-    if (pkg && !cush) cush = std::make_unique<Cushion>(pkg->cushion);
-    if (pkg) {
-        o.hook = pkg->hook.get();
-        o.kernels = pkg->kernels.get();
-    }
-    if (cush) {
-        o.prefix = &cush->kv;
-        o.prefix_last_logits = cush->last_logits;
-    }
+    const RunTarget target = run_target_from_args(a);  // a package (quantizer, kernels, cushion) or a model
+    target.apply(&o);
+    const auto& m = target.model;
     const auto ids = m->tokenizer->encode(prompt, true);
     const bool js = a.has("json");
     int32_t prev = ids.back();
@@ -154,18 +145,10 @@ int cmd_ppl(int argc, char** argv) {
     const auto docs = read_documents(a.require("text"));
     PerplexityOptions o;
     o.max_batch_tokens = a.get_int("batch-tokens", 8192, 1, 1 << 24);
-    auto pkg = package_from_args(a);  // an exported package: its quantizer and cushion
-    auto m = pkg ? pkg->model : load_model_from_args(a);
-    auto cush = cushion_from_args(a, *m);
-    if (pkg && !cush) cush = std::make_unique<Cushion>(pkg->cushion);
-    if (pkg) {
-        o.hook = pkg->hook.get();
-        o.kernels = pkg->kernels.get();
-    }
-    if (cush) {
-        o.prefix = &cush->kv;
-        o.prefix_last_logits = cush->last_logits;
-    }
+    const RunTarget target = run_target_from_args(a);  // a package (quantizer, kernels, cushion) or a model
+    target.apply(&o);
+    const auto& m = target.model;
+    const auto& cush = target.cushion;
     const int64_t max_len = m->config.max_seq_len - (cush ? cush->length() - 1 : 0);
     const auto toks = tokenize_documents(*m, docs, max_len);
     ProgressBar bar("perplexity", a.has("quiet"));

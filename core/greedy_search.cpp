@@ -103,8 +103,10 @@ int64_t search_bytes_per_candidate(const ModelConfig& c, int64_t P, int64_t n, a
     return attn + kv + act + lossq + cache;
 }
 
-int64_t default_memory_budget(c10::Device dev) {
-    const DeviceMemory mem = query_device_memory(dev);
+namespace {
+
+// The batch budget of default_memory_budget from an already read figure of the device's free memory.
+int64_t budget_for(c10::Device dev, const DeviceMemory& mem) {
     if (dev.is_cpu()) {
         const int64_t fast = int64_t(32) << 20;  // cache-sized batches are the fastest on the CPU
         return mem.known() ? std::max<int64_t>(1, std::min(fast, mem.free_bytes / 4)) : fast;
@@ -112,6 +114,10 @@ int64_t default_memory_budget(c10::Device dev) {
     // Half of what is free now (the rest for the weights' temporaries and the allocator's slack).
     return mem.known() ? std::max<int64_t>(1, mem.free_bytes / 2) : int64_t(2) << 30;
 }
+
+}  // namespace
+
+int64_t default_memory_budget(c10::Device dev) { return budget_for(dev, query_device_memory(dev)); }
 
 int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev) {
     if (!dev.is_cpu() || o.threads < 0) return 0;
@@ -204,11 +210,11 @@ void GreedySearch::set_prefix(std::vector<int32_t> prefix) {
 int64_t GreedySearch::batch_size(int64_t n) const {
     const int64_t P = (int64_t)prefix_.size() + 1;
     const int64_t per = search_bytes_per_candidate(model_->config, P, n, model_->dtype());
-    const int64_t budget = opts_.memory_budget > 0 ? opts_.memory_budget : default_memory_budget(model_->device());
+    const DeviceMemory mem = query_device_memory(model_->device());
+    const int64_t budget = opts_.memory_budget > 0 ? opts_.memory_budget : budget_for(model_->device(), mem);
     if (per > budget) {
         // Even one candidate needs more than the budget: fine when the device has room for it, else a clear
         // error now rather than running out of memory in the middle of a step.
-        const DeviceMemory mem = query_device_memory(model_->device());
         if (mem.known() && per > mem.free_bytes)
             throw Error("greedy search: one candidate over a sample of " + std::to_string(n) + " tokens needs about " +
                         format_bytes(per) + " of memory, and the device has " + format_bytes(mem.free_bytes) +
