@@ -91,7 +91,7 @@ std::shared_ptr<QuantizedPackage> package_from_args(const Args& a) {
     p->to(dev, dt);
     if (kernels == "int8") {
         const Int8KernelInfo k = use_int8_kernels(*p);
-        std::fprintf(stderr, "int8 kernels (%s engine): %d block linears as uint8 x int8 -> int32, %d on float32\n",
+        std::fprintf(stderr, "int8 kernels (%s): %d block linears as integer products (int32 sums), %d on float\n",
                      k.engine.c_str(), k.int8_linears, k.fallback_linears);
         for (const auto& n : k.notes) std::fprintf(stderr, "notice: %s\n", n.c_str());
     }

@@ -13,6 +13,8 @@
 #include "generation.h"
 #include "perplexity.h"
 #include "png_writer.h"
+#include "cuda_info.h"
+#include "device_memory.h"
 #include "threads.h"
 
 namespace cushion::cli {
@@ -83,7 +85,13 @@ int cmd_info(int argc, char** argv) {
                   {"tokenizer", m->tokenizer->kind()}, {"bos_id", m->tokenizer->bos_id()},
                   {"eos_id", m->tokenizer->eos_id()}, {"fingerprint", m->fingerprint()},
                   {"device", m->device().str()}, {"dtype", dtype_name(m->dtype())}, {"warnings", m->warnings},
-                  {"threads", at::get_num_threads()}, {"openmp_wait_policy", openmp_wait_policy()}};
+                  {"threads", at::get_num_threads()}, {"openmp_wait_policy", openmp_wait_policy()},
+                  {"libtorch", libtorch_version()}, {"cuda_compiled", cuda_compiled()},
+                  {"cuda_version", cuda_version()}, {"cuda_devices", json::array()}};
+        for (const CudaDeviceInfo& d : cuda_devices())
+            j["cuda_devices"].push_back({{"index", d.index}, {"name", d.name},
+                                         {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
+                                         {"memory_bytes", d.total_bytes}});
         std::cout << j.dump(2) << "\n";
         return 0;
     }
@@ -97,6 +105,13 @@ int cmd_info(int argc, char** argv) {
     std::printf("threads:     %d (OpenMP wait policy %s)\n", at::get_num_threads(),
                 *openmp_wait_policy() ? openmp_wait_policy() : "default");
     std::printf("fingerprint: %s\n", m->fingerprint().c_str());
+    std::printf("libtorch:    %s, CUDA %s\n", libtorch_version().c_str(),
+                cuda_compiled() ? ("compiled in (runtime " + cuda_version() + ")").c_str() : "not compiled in");
+    const auto gpus = cuda_devices();
+    if (cuda_compiled() && gpus.empty()) std::printf("GPUs:        none visible\n");
+    for (const CudaDeviceInfo& d : gpus)
+        std::printf("GPU %d:       %s (compute %d.%d, %s)\n", d.index, d.name.c_str(), d.major, d.minor,
+                    format_bytes(d.total_bytes).c_str());
     return 0;
 }
 

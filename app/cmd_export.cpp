@@ -45,7 +45,7 @@ const char* kExportHelp =
     "  --batch-tokens N       padded tokens per forward batch (default 8192)\n"
     "The package runs with `cushion eval DIR`, `cushion generate DIR` and `cushion ppl DIR`. By default the\n"
     "matrix products are float32 on the dequantized integer grid (simulated integer arithmetic, same numbers);\n"
-    "`--kernels int8` runs W8A8 per-tensor-static packages with real int8 products on the CPU (no CUDA int8 yet).\n";
+    "`--kernels int8` runs W8A8 per-tensor-static packages with real int8 products: on the CPU\nthrough libtorch's quantized engine (oneDNN), on CUDA through at::_int_mm (int8 x int8 -> int32).\n";
 
 const char* kVerifyHelp =
     "usage: cushion verify DIR [--text FILE] [--source MODEL] [--hashes-only]\n"

@@ -1,6 +1,7 @@
 #include "activation_probe.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 namespace cushion {
 

@@ -1,6 +1,6 @@
 #include "device_memory.h"
 
-#include <dlfcn.h>
+#include "cuda_info.h"
 
 #include <cstdio>
 #include <fstream>
@@ -32,27 +32,10 @@ DeviceMemory cpu_memory() {
     return parse_meminfo(ss.str());
 }
 
-// The CUDA runtime's entry points, found in the process (libtorch_cuda loads the runtime) without
-// linking to it. cudaError_t is an int; 0 is cudaSuccess.
+// cudaMemGetInfo through libtorch's CUDA runtime (cuda_info.h).
 DeviceMemory cuda_memory(int index) {
-    using MemGetInfo = int (*)(size_t*, size_t*);
-    using GetDevice = int (*)(int*);
-    using SetDevice = int (*)(int);
-    auto mem_get_info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
-    auto get_device = reinterpret_cast<GetDevice>(dlsym(RTLD_DEFAULT, "cudaGetDevice"));
-    auto set_device = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
-    if (!mem_get_info || !get_device || !set_device) return {};
-    int current = 0;
-    if (get_device(&current) != 0) return {};
-    const int want = index < 0 ? current : index;
-    if (want != current && set_device(want) != 0) return {};
-    size_t free_b = 0, total_b = 0;
-    const int rc = mem_get_info(&free_b, &total_b);
-    if (want != current) set_device(current);
-    if (rc != 0) return {};
     DeviceMemory m;
-    m.free_bytes = static_cast<int64_t>(free_b);
-    m.total_bytes = static_cast<int64_t>(total_b);
+    if (!cuda_mem_get_info(index, &m.free_bytes, &m.total_bytes)) return {};
     m.source = "cudaMemGetInfo";
     return m;
 }

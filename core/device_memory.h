@@ -1,10 +1,9 @@
 // How much memory a device has free right now, to size work to it (candidate batches of the greedy
 // search) and to refuse work that cannot fit with a clear message instead of running out of memory.
 //   - CPU: MemAvailable / MemTotal from /proc/meminfo.
-//   - CUDA: cudaMemGetInfo of the CUDA runtime that libtorch loaded, looked up at run time (dlsym), so
-//     that core builds without CUDA headers. Memory held by libtorch's caching allocator counts as used,
-//     so the figure is conservative.
-// Unknown (no /proc, no CUDA runtime in the process, another device type): free_bytes = -1.
+//   - CUDA: cudaMemGetInfo through libtorch's CUDA runtime (cuda_info.h). Memory held by libtorch's caching
+//     allocator counts as used, so the figure is conservative.
+// Unknown (no /proc, a build without CUDA, another device type): free_bytes = -1.
 #pragma once
 #include <c10/core/Device.h>
 

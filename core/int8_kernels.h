@@ -15,11 +15,11 @@
 // whose zero point lies outside [0, 255] because its range excludes 0) fall back to the float32 product on the
 // dequantized values, with a note saying which.
 //
-// CUDA (designed, NOT built or run: no GPU was available): with libtorch >= 2.1, at::_int_mm(int8 A (M, K),
-// int8 B (K, N)) -> int32 (M > 16, K and N multiples of 8) does the product; activations would be shifted to
-// int8 (q_x - 128, folding 128 * sum_k q_w into a per-channel correction with z_x) and the int32 result scaled by
-// s_x * s_w[c] (one fused elementwise). See int8_kernels.cpp, CUSHION_HAVE_INT_MM; on 1.13 that code is compiled
-// out and CUDA packages are refused with a clear error.
+// CUDA (and the CPU on request: Int8Path::IntMm, which the CPU tests use so that the CUDA code is exercised on
+// every machine): at::_int_mm(int8 A (M, K), int8 B (K, N)) -> int32. Activation codes are shifted to int8
+// (a = q_x - 128) and the shift folded back per output channel with (128 - z_x) * sum_k q_w[c, k]; the int32 sums
+// are scaled by s_x * s_w[c] in float32 and returned in the model's dtype (float32, bfloat16 or float16). Shapes
+// are zero padded to _int_mm's CUDA rules (M > 16, K and N multiples of 8). Same self-check and fall-backs.
 #pragma once
 #include <memory>
 #include <string>
@@ -41,11 +41,15 @@ struct Int8KernelInfo {
 // The quantized engines libtorch offers on this machine, by name, best first; empty = no int8 kernels.
 std::vector<std::string> int8_engines_available();
 
-// Builds the int8 kernels for `pkg` (CPU, float32) and sets pkg.kernels. Throws Error with a clear message when
-// integer kernels cannot run at all: no quantized engine, a CUDA device (see above), a dtype other than
-// float32, weights not 8-bit, or activations not 8-bit per-tensor-static (the case this mode exists for).
+// Builds the int8 kernels for `pkg` on its device and sets pkg.kernels. Throws Error with a clear message when
+// integer kernels cannot run at all: no quantized engine, a device other than CPU/CUDA, a dtype other than
+// float32 on the CPU engine path, weights not 8-bit, or activations not 8-bit per-tensor-static (the case this mode exists for).
 // A self-check on one linear compares the kernel with the float32 product on the same codes; a mismatch
 // (e.g. an engine that saturates 16-bit intermediate sums) refuses too.
-Int8KernelInfo use_int8_kernels(QuantizedPackage& pkg);
+enum class Int8Path {
+    Auto,   // CPU: libtorch's quantized engine (oneDNN ...); CUDA: at::_int_mm
+    IntMm,  // at::_int_mm on any device (on the CPU: for tests of the CUDA path's arithmetic)
+};
+Int8KernelInfo use_int8_kernels(QuantizedPackage& pkg, Int8Path path = Int8Path::Auto);
 
 }  // namespace cushion

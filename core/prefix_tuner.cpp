@@ -1,6 +1,7 @@
 #include "prefix_tuner.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <chrono>
 #include <cmath>

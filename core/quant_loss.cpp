@@ -1,6 +1,7 @@
 #include "quant_loss.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "activation_probe.h"
 #include "error.h"

@@ -12,6 +12,7 @@
 //
 // The hook only observes: it never changes the activation the model goes on with.
 #pragma once
+#include <ATen/core/grad_mode.h>
 #include <ATen/core/Tensor.h>
 
 #include <array>

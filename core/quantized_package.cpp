@@ -1,6 +1,7 @@
 #include "quantized_package.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <stdlib.h>
 #include <unistd.h>
 

@@ -1,6 +1,7 @@
 #include "quantizer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <limits>
 #include <string>

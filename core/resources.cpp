@@ -21,7 +21,9 @@ std::string resource_dir() {
     const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
     if (!ec) {
         const fs::path bin = exe.parent_path();
-        for (const fs::path& d : {bin / ".." / "share" / "cushion-studio", bin / ".." / ".." / "resources"})
+        // <prefix>/bin, <prefix>/lib/cushion-studio (the package's programs behind their launchers), a build tree.
+        for (const fs::path& d : {bin / ".." / "share" / "cushion-studio", bin / ".." / ".." / "share" / "cushion-studio",
+                                  bin / ".." / ".." / "resources"})
             if (has_model(d)) return fs::weakly_canonical(d).string();
     }
     if (has_model(CUSHION_BUILD_RESOURCE_DIR)) return CUSHION_BUILD_RESOURCE_DIR;

@@ -1,6 +1,7 @@
 #include "smoothquant.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "error.h"
 

@@ -11,12 +11,20 @@ include(GNUInstallDirs)
 
 set(CUSHION_SHARE_DIR "${CMAKE_INSTALL_DATADIR}/cushion-studio")
 
-# Installed binaries must not point into the build tree: the build RPATH (set when libtorch comes from a
-# non-system prefix) is removed at install, and none is taken from the link path (Debian's libtorch and Qt
-# are in the default search path). The package test checks the installed binaries for it.
+# libtorch 2.x comes from PyPI's torch wheel, which no Debian package provides: the programs go to
+# lib/cushion-studio/ and bin/ holds a launcher each (packaging/launcher.sh.in) that finds the user's torch
+# (python3 -c 'import torch', or CUSHION_TORCH_LIB) and runs them with its libraries. Installed binaries must
+# not point into the build tree: the build RPATH is removed at install, none is taken from the link path.
+# The package test checks both.
+set(CUSHION_PRIVATE_DIR "lib/cushion-studio")
 foreach(t cushion cushion-studio)
   if(TARGET ${t})
     set_target_properties(${t} PROPERTIES INSTALL_RPATH "" INSTALL_RPATH_USE_LINK_PATH OFF)
+    install(TARGETS ${t} RUNTIME DESTINATION ${CUSHION_PRIVATE_DIR})
+    set(CUSHION_LAUNCHED ${t})
+    set(CUSHION_TORCH_VERSION ${Torch_VERSION})
+    configure_file(${CMAKE_CURRENT_LIST_DIR}/launcher.sh.in ${CMAKE_BINARY_DIR}/launchers/${t} @ONLY)
+    install(PROGRAMS ${CMAKE_BINARY_DIR}/launchers/${t} DESTINATION bin)
   endif()
 endforeach()
 
@@ -61,7 +69,8 @@ directory), runs it exactly, shows the activations that quantization touches,
 searches and tunes a cushion (a prefix KV cache that absorbs the outliers) and
 exports the quantized model with it. This package holds the command line tool
 cushion, the desktop app cushion-studio (when built with the GUI) and the
-default model, Karpathy's stories260K (MIT).")
+default model, Karpathy's stories260K (MIT). It runs on PyTorch ${Torch_VERSION}
+from PyPI (python3 -m pip install torch==${Torch_VERSION}), found at start-up.")
 set(CPACK_PACKAGE_INSTALL_DIRECTORY "cushion-studio")
 set(CPACK_STRIP_FILES ON)  # RelWithDebInfo binaries are ~60 MB each with debug info, ~3 MB without
 set(CPACK_SOURCE_IGNORE_FILES "/build/;/build-.*/;/\\\\.git/;/out/;__pycache__")
@@ -69,26 +78,14 @@ set(CPACK_SOURCE_IGNORE_FILES "/build/;/build-.*/;/\\\\.git/;/out/;__pycache__")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # cushion-studio_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION "science")
 set(CPACK_DEBIAN_PACKAGE_PRIORITY "optional")
-# Linked libraries: dpkg-shlibdeps finds them (libtorch1.13, libqt6*, libstb0, libc6, ...) when it is
-# there; otherwise the list Debian 12 needs is written out. Loaded at run time, not linked, so always named:
-# libopenblas0-pthread (without it Debian's libtorch falls back to the ~20x slower reference BLAS) and,
-# for the GUI, libgl1 (the ImGui OpenGL 3 backend loads libGL.so.1 itself).
-set(CUSHION_DEB_RUNTIME_DEPENDS "libopenblas0-pthread")
+# Dependencies, written out for Debian 12 (dpkg-shlibdeps cannot be used: libtorch and the CUDA libraries come
+# from the user's torch wheel, not from Debian packages): python3 for the launcher to find torch, the C/C++
+# runtime, and with the GUI Qt 6, stb and libgl1 (the ImGui OpenGL 3 backend loads libGL.so.1 itself).
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "python3, libc6 (>= 2.35), libgcc-s1, libstdc++6 (>= 12)")
 if(CUSHION_GUI)
-  string(APPEND CUSHION_DEB_RUNTIME_DEPENDS ", libgl1")
-endif()
-find_program(CUSHION_DPKG_SHLIBDEPS dpkg-shlibdeps)
-mark_as_advanced(CUSHION_DPKG_SHLIBDEPS)
-if(CUSHION_DPKG_SHLIBDEPS)
-  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-  set(CPACK_DEBIAN_PACKAGE_DEPENDS "${CUSHION_DEB_RUNTIME_DEPENDS}")
-else()
-  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
-  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6 (>= 2.35), libgcc-s1, libstdc++6 (>= 11), libtorch1.13, ${CUSHION_DEB_RUNTIME_DEPENDS}")
-  if(CUSHION_GUI)
-    string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS
-      ", libqt6core6 (>= 6.4), libqt6gui6, libqt6widgets6, libqt6opengl6, libqt6charts6, libstb0")
-  endif()
+  string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS
+    ", libqt6core6 (>= 6.4), libqt6gui6, libqt6widgets6, libqt6opengl6, libqt6charts6, libstb0, libgl1")
 endif()
 
 include(CPack)
@@ -97,5 +94,6 @@ include(CPack)
 if(CUSHION_TESTS)
   add_test(NAME package_deb
     COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_package.sh ${CMAKE_BINARY_DIR} $<BOOL:${CUSHION_GUI}>)
-  set_tests_properties(package_deb PROPERTIES LABELS package TIMEOUT 600 RUN_SERIAL ON)
+  set_tests_properties(package_deb PROPERTIES LABELS package TIMEOUT 600 RUN_SERIAL ON
+    ENVIRONMENT "CUSHION_PYTHON=${CUSHION_PYTHON}")
 endif()

@@ -5,7 +5,9 @@
 #   bash packaging/setup.sh test   # install + build + run the test suite (ctest)
 #   bash packaging/setup.sh build  # install + build only
 #
-# Environment: BUILD_DIR (default build), CUSHION_GUI (ON/OFF, default ON), JOBS (default nproc).
+# Environment: BUILD_DIR (default build), CUSHION_GUI (ON/OFF, default ON), JOBS (default nproc),
+#   CUSHION_VENV_CACHE (default ~/.cache/cushion-studio): where the Python environment (PyTorch 2.x with CUDA,
+#   the reference libraries; packaging/requirements.txt) is made once per set of pins; .venv links to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,9 +17,8 @@ CUSHION_GUI=${CUSHION_GUI:-ON}
 JOBS=${JOBS:-$(nproc)}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config
-  libtorch-dev libopenblas0-pthread nlohmann-json3-dev libsentencepiece-dev
-  libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
-  python3 python3-numpy)  # python3-numpy: tests/numpy_cushion_check.sh (skipped without it)
+  nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
+  python3 python3-venv)
 if [ "$CUSHION_GUI" = ON ]; then
   PACKAGES+=(qt6-base-dev libqt6charts6-dev libqt6svg6-dev libqt6opengl6-dev libimgui-dev
     xvfb xauth libgl1-mesa-dri)
@@ -36,16 +37,41 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+# PyTorch 2.x (CUDA-enabled PyPI wheel: libtorch's headers, CMake config and libraries) and the reference
+# libraries, pinned in packaging/requirements.txt, in a virtual environment made once per set of pins and
+# reused by every clone (a fresh clone links .venv to it; pip's cache makes a re-made one cheap).
+make_venv() {
+  local cache=${CUSHION_VENV_CACHE:-$HOME/.cache/cushion-studio}
+  local key
+  key=$(cat packaging/requirements.txt <(python3 -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)
+  local venv="$cache/venv-$key"
+  if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+    echo "setup: making the Python environment $venv (PyTorch with CUDA and the references: a few GB, once)" >&2
+    rm -rf "$venv"
+    mkdir -p "$cache"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r packaging/requirements.txt >&2 || {
+      echo "setup: pip could not install packaging/requirements.txt (is PyPI reachable?)" >&2; exit 1; }
+    touch "$venv/.complete"
+  fi
+  if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
+    rm -rf .venv
+    ln -s "$venv" .venv
+  fi
+}
+
 build() {
   # ccache across clean clones: relative paths, no directory hash, PCH-friendly.
   export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=true
   export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
   export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUSHION_GUI="$CUSHION_GUI" >&2
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUSHION_GUI="$CUSHION_GUI" \
+    -DCUSHION_PYTHON="$ROOT/.venv/bin/python" >&2
   cmake --build "$BUILD_DIR" -j "$JOBS" >&2
 }
 
 install_packages
+make_venv
 build
 
 case "$JOB" in

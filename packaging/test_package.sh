@@ -4,9 +4,11 @@
 #
 #   bash packaging/test_package.sh BUILD_DIR [GUI(0|1)]
 #
-# Checks: the Depends line; the file list (binaries, default model with its licence, texts, desktop file and
-# icon with the GUI); no RPATH into the build tree; `cushion --help`, `cushion info` finding the default
-# model under <root>/usr/share/cushion-studio through the exe-relative path, `cushion-studio --help`.
+# Checks: the Depends line; the file list (launchers in bin/, programs in lib/cushion-studio/, default model with
+# its licence, texts, desktop file and icon with the GUI); no RPATH into the build tree; the launcher finding
+# torch through $CUSHION_PYTHON (ctest passes the project's .venv) and refusing clearly without one;
+# `cushion --help`, `cushion info` finding the default model under <root>/usr/share/cushion-studio through the
+# exe-relative path, `cushion-studio --help`.
 set -euo pipefail
 BUILD_DIR=$(cd "${1:?usage: test_package.sh BUILD_DIR [GUI]}" && pwd)
 GUI=${2:-0}
@@ -32,7 +34,7 @@ echo "$INFO" | grep -E '^ (Package|Version|Architecture|Depends|Installed-Size):
 echo "$INFO" | grep -q '^ Package: cushion-studio$' || fail "package name"
 DEPENDS=$(echo "$INFO" | sed -n 's/^ Depends: //p')
 [ -n "$DEPENDS" ] || fail "no Depends line"
-for dep in libtorch1.13 libopenblas0-pthread libc6 libstdc++6; do
+for dep in python3 libc6 libstdc++6; do
   [[ ", $DEPENDS," == *", $dep"[\ ,]* ]] || fail "Depends lacks $dep: $DEPENDS"
 done
 if [ "$GUI" = 1 ]; then
@@ -47,18 +49,19 @@ echo "== dpkg -x"
 ROOT="$SCRATCH/root"
 dpkg -x "$DEB" "$ROOT"
 SHARE="$ROOT/usr/share/cushion-studio"
-expect=(usr/bin/cushion
+expect=(usr/bin/cushion usr/lib/cushion-studio/cushion
   usr/share/cushion-studio/models/stories260K/{LICENSE,stories260K.bin,stories260K.gguf,tok512.bin,tok512.model}
   usr/share/cushion-studio/text/{tinystories-calib.txt,tinystories-eval.txt})
 if [ "$GUI" = 1 ]; then
-  expect+=(usr/bin/cushion-studio usr/share/applications/cushion-studio.desktop
+  expect+=(usr/bin/cushion-studio usr/lib/cushion-studio/cushion-studio usr/share/applications/cushion-studio.desktop
     usr/share/icons/hicolor/scalable/apps/cushion-studio.svg usr/share/cushion-studio/fonts/{DejaVuSans.ttf,LICENSE})
 fi
 for f in "${expect[@]}"; do [ -f "$ROOT/$f" ] || fail "missing /$f"; done
 [ "$GUI" = 1 ] || [ ! -e "$ROOT/usr/bin/cushion-studio" ] || fail "cushion-studio packaged without the GUI"
 if dpkg-deb -c "$DEB" | grep -q -- "$BUILD_DIR"; then fail "the package holds build-tree paths"; fi
 
-for exe in "$ROOT"/usr/bin/*; do
+[[ "$DEPENDS" != *libtorch* ]] || fail "Depends names a Debian libtorch: $DEPENDS"
+for exe in "$ROOT"/usr/lib/cushion-studio/*; do
   rp=$(readelf -d "$exe" | grep -E 'RPATH|RUNPATH' || true)
   [ -z "$rp" ] || [[ "$rp" != *"$BUILD_DIR"* && "$rp" != *"$(dirname "$BUILD_DIR")"* ]] ||
     fail "$(basename "$exe") has an RPATH into the build tree: $rp"
@@ -67,6 +70,13 @@ done
 # Run from the scratch root only: no CUSHION_RESOURCES, and from a directory without resources/.
 unset CUSHION_RESOURCES
 cd "$SCRATCH"
+
+echo "== the launcher without a usable torch: a clear error, exit 127"
+rc=0
+CUSHION_PYTHON=/bin/false "$ROOT/usr/bin/cushion" --help >"$SCRATCH/notorch.txt" 2>&1 || rc=$?
+cat "$SCRATCH/notorch.txt"
+[ "$rc" = 127 ] && grep -q "pip install torch==" "$SCRATCH/notorch.txt" || fail "launcher without torch: exit $rc"
+[ -n "${CUSHION_PYTHON:-}" ] || fail "CUSHION_PYTHON (a Python with the build's torch) is not set"
 
 echo "== cushion --help"
 "$ROOT/usr/bin/cushion" --help >"$SCRATCH/help.txt" || fail "cushion --help exited $?"

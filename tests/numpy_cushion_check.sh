@@ -2,7 +2,7 @@
 # ctest numpy_cushion_check: packaging/examples/numpy_cushion_check.py (a numpy re-implementation of what
 # Hugging Face transformers does with the cushion as past_key_values) against `cushion` on stories260K.
 #   usage: numpy_cushion_check.sh CUSHION_CLI WRITE_HF_DIR SOURCE_DIR WORK_DIR
-# Exit 77 (ctest SKIP_RETURN_CODE) when no python3 with numpy is found (apt-get install python3-numpy).
+# Needs a python3 with numpy ($PYTHON: ctest passes the project's .venv); without one it fails.
 set -euo pipefail
 CLI=$(realpath "$1") WRITE_HF=$(realpath "$2") SRC=$(realpath "$3") WORK=$(realpath -m "$4")
 
@@ -10,7 +10,7 @@ PY=""
 for p in ${PYTHON:-} python3 /usr/bin/python3; do
   if command -v "$p" >/dev/null 2>&1 && "$p" -c "import numpy" >/dev/null 2>&1; then PY=$p; break; fi
 done
-if [ -z "$PY" ]; then echo "SKIPPED: no python3 with numpy (apt-get install python3-numpy)"; exit 77; fi
+if [ -z "$PY" ]; then echo "FAIL: no python3 with numpy (packaging/setup.sh makes .venv with it)"; exit 1; fi
 
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 check() { "$PY" "$SRC/packaging/examples/numpy_cushion_check.py" --model hf "$@"; }

@@ -11,15 +11,14 @@
 namespace cushion::test {
 namespace fs = std::filesystem;
 
-std::string shared_dir() { return CUSHION_SHARED_DIR; }
 std::string resource_dir() { return CUSHION_TEST_RESOURCE_DIR; }
 std::string bin_dir() { return CUSHION_BIN_DIR; }
 std::string stories_bin() { return resource_dir() + "/models/stories260K/stories260K.bin"; }
 std::string stories_gguf() { return resource_dir() + "/models/stories260K/stories260K.gguf"; }
 std::string stories_tok_bin() { return resource_dir() + "/models/stories260K/tok512.bin"; }
 std::string stories_tok_model() { return resource_dir() + "/models/stories260K/tok512.model"; }
-std::string calib_text() { return shared_dir() + "/data/tinystories-calib.txt"; }
-std::string eval_text() { return shared_dir() + "/data/tinystories-eval.txt"; }
+std::string calib_text() { return resource_dir() + "/text/tinystories-calib.txt"; }
+std::string eval_text() { return resource_dir() + "/text/tinystories-eval.txt"; }
 
 namespace {
 std::mutex g_mu;

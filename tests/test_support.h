@@ -5,14 +5,13 @@
 
 namespace cushion::test {
 
-std::string shared_dir();      // ../shared (CMake variable CUSHION_SHARED_DIR)
 std::string resource_dir();    // the repo's resources/
 std::string bin_dir();         // build/bin (the cushion CLI, llama2c_ref)
 std::string stories_bin();     // resources/models/stories260K/stories260K.bin
 std::string stories_gguf();
 std::string stories_tok_bin();
 std::string stories_tok_model();
-std::string calib_text();      // shared/data/tinystories-calib.txt
+std::string calib_text();      // resources/text/tinystories-calib.txt
 std::string eval_text();
 // A fresh empty directory under the system temp dir, removed at process exit.
 std::string temp_dir(const std::string& tag);

@@ -49,10 +49,11 @@ bool have_engine() { return !int8_engines_available().empty(); }
 
 // Every block linear: the kernel's output on random on-grid inputs equals s_x * s_w * sum (q_x - z_x) q_w computed
 // in double, to float32 rounding of the output (the integer sum itself is exact).
-void expect_exact_linears(const TinySpec& spec, const QuantConfig& q) {
+void expect_exact_linears(const TinySpec& spec, const QuantConfig& q, Int8Path path = Int8Path::Auto) {
     auto [m, n] = make_tiny(spec);
     auto pkg = load_package(export_tiny(*m, q, "int8-exact"));
-    const Int8KernelInfo info = use_int8_kernels(*pkg);
+    const Int8KernelInfo info = use_int8_kernels(*pkg, path);
+    if (path == Int8Path::IntMm) EXPECT_EQ(info.engine, "int_mm");
     EXPECT_EQ(info.fallback_linears, 0);
     EXPECT_GT(info.int8_linears, 0);
     at::manual_seed(3);
@@ -95,6 +96,17 @@ TEST(Int8Kernels, EachLinearIsTheExactIntegerProduct) {
     expect_exact_linears(opt, w8a8(0, ActGranularity::PerTensorStatic, 0.8));
 }
 
+// The at::_int_mm path (what CUDA runs), here on the CPU: the same exactness, with the int8 shift (q_x - 128) folded
+// back per channel and zero padding to _int_mm's shape rules (the tiny models' 16/24 are not all multiples of 8 x 3).
+TEST(Int8Kernels, IntMmPathEachLinearIsTheExactIntegerProduct) {
+    expect_exact_linears(TinySpec{}, w8a8(), Int8Path::IntMm);
+    TinySpec opt;
+    opt.opt = true;
+    opt.kv_heads = 4;
+    opt.seed = 5;
+    expect_exact_linears(opt, w8a8(0, ActGranularity::PerTensorStatic, 0.8), Int8Path::IntMm);
+}
+
 // Whole model: the simulated path sums s_x (q_x - z_x) * s_w q_w in float32, the kernel sums the integers exactly
 // and scales once, so each linear's outputs differ by float32 rounding (~1e-7 relative). The next static quantizer
 // rounds those outputs again: a value within ~1e-7 of a rounding boundary can land one code step apart, which
@@ -103,6 +115,7 @@ TEST(Int8Kernels, EachLinearIsTheExactIntegerProduct) {
 // code they agree to ~1e-6. Perplexity likewise within 1e-3 relative.
 TEST(Int8Kernels, LogitsAndPerplexityAgreeWithSimulated) {
     if (!have_engine()) GTEST_SKIP() << "this libtorch has no quantized engine";
+    for (Int8Path path : {Int8Path::Auto, Int8Path::IntMm})
     for (bool opt : {false, true}) {
         TinySpec spec;
         spec.opt = opt;
@@ -112,7 +125,7 @@ TEST(Int8Kernels, LogitsAndPerplexityAgreeWithSimulated) {
         const std::string dir = export_tiny(*m, w8a8(0, ActGranularity::PerTensorStatic, opt ? 0.8 : -1), "int8-logits");
         auto sim = load_package(dir);
         auto i8 = load_package(dir);
-        use_int8_kernels(*i8);
+        use_int8_kernels(*i8, path);
         Docs d = kEval;
         for (auto& x : d) x.erase(x.begin());  // after the cushion: no <bos>
         at::Tensor tokens, valid;

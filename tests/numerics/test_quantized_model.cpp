@@ -2,6 +2,7 @@
 // excluded, padding ignored), SmoothQuant folding, weight/activation/KV fake quantization, and the
 // quantization loss L_q with its stop-gradient derivative.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <chrono>

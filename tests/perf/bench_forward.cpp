@@ -1,6 +1,7 @@
 // Forward throughput on stories260K (512-token sequences, batch 32) as a fraction of this machine's
 // measured fp32 matmul rate. Run: build/bin/bench_forward  (numbers go to tests/perf/RESULTS.md).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <benchmark/benchmark.h>
 
 #include "model_loader.h"

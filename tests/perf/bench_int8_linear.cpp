@@ -12,6 +12,7 @@
 // Counters: GOP/s (2 M K N per call) and x_fp32 = fp32 time / this time for the same shape (> 1: faster).
 // Run: build/bin/bench_int8_linear --threads=1   and   --threads=2   (numbers go to tests/perf/RESULTS.md).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>

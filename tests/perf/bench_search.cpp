@@ -4,6 +4,7 @@
 // and how often it picks the exhaustive step's token.
 // Run: build/bin/bench_search  (numbers go to tests/perf/RESULTS.md).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <benchmark/benchmark.h>
 
 #include <chrono>

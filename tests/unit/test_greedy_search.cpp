@@ -2,6 +2,7 @@
 // random models: scores against a direct computation, batching, ties, the stop rule, pruning, overrides,
 // cancellation, checkpoints, the cushion file, and the tuning gradient against finite differences.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
@@ -120,7 +121,12 @@ TEST(GreedySearch, BatchingAndRepetitionGiveTheSameResult) {
         best.push_back(r.best_token);
     }
     for (size_t i = 1; i < losses.size(); ++i) {
-        EXPECT_TRUE(at::allclose(losses[i].narrow(0, 3, 10), losses[0].narrow(0, 3, 10), 1e-6, 0));
+        const double d = ((losses[i].narrow(0, 3, 10) - losses[0].narrow(0, 3, 10)).abs() / losses[0].narrow(0, 3, 10))
+                             .max().item<double>();
+        std::printf("batch %zu vs 1: max relative L_q difference %.3g\n", i, d);
+        // Float rounding only: libtorch 2.12's MKL blocks its products by batch shape (measured 1.4e-6 here; 1e-5 as
+        // for evaluate() above). The chosen token must not move.
+        EXPECT_LT(d, 1e-5);
         EXPECT_EQ(best[i], best[0]);
     }
     // Same settings twice: identical to the last bit.
