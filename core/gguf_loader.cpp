@@ -1,12 +1,15 @@
-// GGUF (llama.cpp) models: versions 2 and 3, F32/F16/BF16/Q8_0 tensors, Llama-family architectures.
+// GGUF (llama.cpp) models: versions 2 and 3, F32/F16/BF16 and block-quantized tensors (Q4_0, Q4_1, Q5_0, Q5_1,
+// Q8_0, Q2_K..Q6_K; dequantized to float32 on load by gguf_blocks.cpp), Llama-family architectures.
 // Every count, length, dimension and offset is checked against the file before anything is allocated.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <set>
 
+#include "gguf_blocks.h"
 #include "mapped_file.h"
 #include "model_loader.h"
 
@@ -60,53 +63,6 @@ struct GValue {
     std::vector<double> nums;
 };
 
-// ggml tensor types: name, block size (elements), bytes per block. Size 0 = unknown layout.
-struct GgmlType {
-    const char* name;
-    uint64_t block;
-    uint64_t bytes;
-};
-
-GgmlType ggml_type(uint32_t t) {
-    switch (t) {
-        case 0: return {"F32", 1, 4};
-        case 1: return {"F16", 1, 2};
-        case 2: return {"Q4_0", 32, 18};
-        case 3: return {"Q4_1", 32, 20};
-        case 6: return {"Q5_0", 32, 22};
-        case 7: return {"Q5_1", 32, 24};
-        case 8: return {"Q8_0", 32, 34};
-        case 9: return {"Q8_1", 32, 36};
-        case 10: return {"Q2_K", 256, 0};
-        case 11: return {"Q3_K", 256, 0};
-        case 12: return {"Q4_K", 256, 0};
-        case 13: return {"Q5_K", 256, 0};
-        case 14: return {"Q6_K", 256, 0};
-        case 15: return {"Q8_K", 256, 0};
-        case 16: return {"IQ2_XXS", 256, 0};
-        case 17: return {"IQ2_XS", 256, 0};
-        case 18: return {"IQ3_XXS", 256, 0};
-        case 19: return {"IQ1_S", 256, 0};
-        case 20: return {"IQ4_NL", 32, 0};
-        case 21: return {"IQ3_S", 256, 0};
-        case 22: return {"IQ2_S", 256, 0};
-        case 23: return {"IQ4_XS", 256, 0};
-        case 24: return {"I8", 1, 1};
-        case 25: return {"I16", 1, 2};
-        case 26: return {"I32", 1, 4};
-        case 27: return {"I64", 1, 8};
-        case 28: return {"F64", 1, 8};
-        case 29: return {"IQ1_M", 256, 0};
-        case 30: return {"BF16", 1, 2};
-        case 34: return {"TQ1_0", 256, 0};
-        case 35: return {"TQ2_0", 256, 0};
-        case 39: return {"MXFP4", 32, 0};
-        default: return {nullptr, 0, 0};
-    }
-}
-
-bool ggml_type_supported(uint32_t t) { return t == 0 || t == 1 || t == 8 || t == 30; }
-
 struct TensorInfo {
     std::string name;
     std::vector<uint64_t> ne;  // GGUF order: fastest-varying first
@@ -131,30 +87,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 std::string at_offset(const std::string& path, uint64_t off) { return path + ": offset " + std::to_string(off) + ": "; }
-
-float fp16_to_float(uint16_t h) {
-    const uint32_t sign = uint32_t(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else {  // subnormal: normalise
-            int e = -1;
-            do {
-                ++e;
-                mant <<= 1;
-            } while ((mant & 0x400) == 0);
-            bits = sign | uint32_t(127 - 15 - e) << 23 | (mant & 0x3ff) << 13;
-        }
-    } else if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | mant << 13;
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | mant << 13;
-    }
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
 
 class GgufReader {
 public:
@@ -221,17 +153,17 @@ public:
             }
             const uint64_t type_at = r_.pos();
             ti.type = r_.read<uint32_t>("tensor type");
-            const GgmlType gt = ggml_type(ti.type);
-            if (!ggml_type_supported(ti.type)) {
-                const std::string tn = gt.name ? std::string(gt.name) : "#" + std::to_string(ti.type) + " (unknown)";
-                throw Error(at_offset(path_, type_at) + "unsupported tensor type " + tn + " for tensor " + ti.name +
-                            " (supported: F32, F16, BF16, Q8_0)");
-            }
-            if (ti.ne[0] % gt.block != 0)
-                throw Error(at_offset(path_, type_at) + what + " of type " + gt.name + " has a row of " +
+            const gguf::GgmlType* gt = gguf::ggml_type(ti.type);
+            if (!gt || !gt->decode)
+                throw Error(at_offset(path_, type_at) + "unsupported tensor type " + gguf::ggml_type_label(ti.type) +
+                            " for tensor " + ti.name + " (supported: " + gguf::supported_ggml_types() + ")");
+            // A block never spans two rows.
+            if (ti.ne[0] % gt->block != 0)
+                throw Error(at_offset(path_, type_at) + what + " of type " + gt->name + " has a row of " +
                             std::to_string(ti.ne[0]) + " elements, not a multiple of the block size " +
-                            std::to_string(gt.block));
-            ti.nbytes = ti.numel / gt.block * gt.bytes;
+                            std::to_string(gt->block));
+            ti.nbytes = gguf::ggml_nbytes(*gt, ti.numel, at_offset(path_, type_at) + what);
+            ++type_counts_[gt->name];
             const uint64_t off_at = r_.pos();
             ti.offset = r_.read<uint64_t>("tensor data offset");
             if (ti.offset % alignment_ != 0)
@@ -319,23 +251,22 @@ public:
                 std::memcpy(raw.data_ptr(), p, ti.nbytes);
                 return raw.to(at::kFloat);
             }
-            case 8: {
+            default: {
                 at::Tensor t = at::empty(shape, at::kFloat);
-                float* out = t.data_ptr<float>();
-                const uint64_t blocks = ti.numel / 32;
-                for (uint64_t b = 0; b < blocks; ++b) {
-                    const uint8_t* blk = p + b * 34;
-                    uint16_t hbits;
-                    std::memcpy(&hbits, blk, 2);
-                    const float d = fp16_to_float(hbits);
-                    const int8_t* q = reinterpret_cast<const int8_t*>(blk + 2);
-                    for (int j = 0; j < 32; ++j) out[b * 32 + j] = d * static_cast<float>(q[j]);
-                }
+                gguf::dequantize(ti.type, p, ti.nbytes, ti.numel, t.data_ptr<float>(),
+                                 at_offset(path_, ti.offset) + "tensor '" + ti.name + "'");
                 return t;
             }
-            default:
-                throw Error(path_ + ": unsupported tensor type for tensor " + ti.name);
         }
+    }
+
+    // The tensor types in the file, most frequent first: "Q4_1 x 210, F32 x 61, Q8_0 x 1".
+    std::string type_summary() const {
+        std::vector<std::pair<std::string, int>> v(type_counts_.begin(), type_counts_.end());
+        std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+        std::string s;
+        for (const auto& [name, n] : v) s += (s.empty() ? "" : ", ") + name + " x " + std::to_string(n);
+        return s;
     }
 
     const std::string& path() const { return path_; }
@@ -409,6 +340,7 @@ private:
     std::map<std::string, GValue> kv_;
     std::vector<TensorInfo> tensors_;
     std::map<std::string, size_t> index_;
+    std::map<std::string, int> type_counts_;
 };
 
 std::shared_ptr<const Tokenizer> tokenizer_from_file(const std::string& p, int64_t vocab) {
@@ -472,8 +404,15 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
                             " entries for " + std::to_string(tokens.strs.size()) + " tokens");
             for (double d : t.nums) types.push_back(static_cast<int32_t>(d));
         }
-        return make_byte_bpe_tokenizer(tokens.strs, std::move(merges), pre, id("tokenizer.ggml.bos_token_id", -1),
-                                       id("tokenizer.ggml.eos_token_id", -1), std::move(types));
+        try {
+            return make_byte_bpe_tokenizer(tokens.strs, std::move(merges), pre, id("tokenizer.ggml.bos_token_id", -1),
+                                           id("tokenizer.ggml.eos_token_id", -1), std::move(types));
+        } catch (const Cancelled&) {
+            throw;
+        } catch (const Error& e) {
+            throw Error(path + ": tokenizer (tokenizer.ggml.model = gpt2, tokenizer.ggml.pre = '" + pre + "'): " +
+                        e.what() + "; pass a tokenizer file (--tokenizer tokenizer.json)");
+        }
     }
     throw Error(path + ": unsupported tokenizer model '" + kind +
                 "' (tokenizer.ggml.model; supported: llama, gpt2); pass a tokenizer file");
@@ -489,6 +428,7 @@ std::shared_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
     auto model = std::make_shared<Model>();
     model->source = path;
     model->format = "gguf";
+    model->source_types = g.type_summary();
     ModelConfig& c = model->config;
 
     // ---- architecture and hyperparameters ----

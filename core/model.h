@@ -48,6 +48,9 @@ public:
     std::shared_ptr<const Tokenizer> tokenizer;
     std::string source;  // path it was loaded from
     std::string format;  // "llama2c", "gguf", "hf"
+    // The tensor types in the source file, most frequent first, e.g. "Q4_1 x 210, F32 x 61, Q8_0 x 1" (GGUF;
+    // block-quantized tensors are dequantized to float32 on load). Empty for the other formats.
+    std::string source_types;
     std::vector<std::string> warnings;
 
     c10::Device device() const;

