@@ -81,6 +81,37 @@ json parse_json_file(const std::string& path) {
     }
 }
 
+// RoPE base and scaling. transformers 4.x writes rope_theta at the top level and rope_scaling {"rope_type" or
+// "type", "factor", ...}; transformers 5.x writes rope_parameters {"rope_theta", "rope_type", ...} instead.
+// Needs c.max_seq_len (llama3's original_max_position_embeddings defaults to it).
+void read_rope(const json& j, const std::string& file, ModelConfig& c, std::vector<std::string>& warnings) {
+    ConfigReader r(j, file);
+    c.rope_theta = r.opt_double("rope_theta", 10000.0);
+    const char* key = r.has("rope_parameters") ? "rope_parameters" : r.has("rope_scaling") ? "rope_scaling" : nullptr;
+    if (!key) return;
+    const std::string where = file + ": " + key;
+    if (!j[key].is_object()) throw Error(where + " is not an object");
+    ConfigReader p(j[key], where);
+    c.rope_theta = p.opt_double("rope_theta", c.rope_theta);
+    const std::string type = p.opt_str("rope_type", p.opt_str("type", "default"));
+    if (type == "default") return;
+    if (type != "linear" && type != "llama3") {
+        warnings.push_back(where + ": RoPE type '" + type + "' is ignored (supported: default, linear, llama3)");
+        return;
+    }
+    auto req = [&](const char* k) {
+        if (!p.has(k)) throw Error(where + ": missing field '" + k + "' for RoPE type " + type);
+        return p.opt_double(k, 0.0);
+    };
+    c.rope_type = type;
+    c.rope_factor = req("factor");
+    if (type == "llama3") {
+        c.rope_low_freq_factor = req("low_freq_factor");
+        c.rope_high_freq_factor = req("high_freq_factor");
+        c.rope_original_max_pos = p.opt_int("original_max_position_embeddings", c.max_seq_len);
+    }
+}
+
 ModelConfig parse_config(const json& j, const std::string& file, std::vector<std::string>& warnings) {
     if (!j.is_object()) throw Error(file + ": not a JSON object");
     ConfigReader r(j, file);
@@ -114,10 +145,14 @@ ModelConfig parse_config(const json& j, const std::string& file, std::vector<std
         c.n_kv_heads = r.opt_int("num_key_value_heads", c.n_heads);
         c.vocab_size = r.req_int("vocab_size");
         c.max_seq_len = r.req_int("max_position_embeddings");
-        c.rope_theta = r.opt_double("rope_theta", 10000.0);
         c.norm_eps = r.opt_double("rms_norm_eps", 1e-6);
         c.tied_embeddings = r.opt_bool("tie_word_embeddings", false);
-        if (r.has("rope_scaling")) warnings.push_back(file + ": rope_scaling is ignored");
+        read_rope(j, file, c, warnings);
+        // Sliding-window attention is not implemented: the numbers differ past the window.
+        const bool window = type == "mistral" || (type == "qwen2" && r.opt_bool("use_sliding_window", false));
+        if (window && r.has("sliding_window") && r.opt_int("sliding_window", 0) < c.max_seq_len)
+            warnings.push_back(file + ": sliding_window " + std::to_string(r.opt_int("sliding_window", 0)) +
+                               " is ignored (full attention): sequences longer than it differ from the original");
     } else if (type == "opt") {
         c.arch = Arch::OPT;
         c.dim = r.req_int("hidden_size");
@@ -390,6 +425,15 @@ std::string hf_config_json(const Model& model) {
         j["vocab_size"] = c.vocab_size;
         j["max_position_embeddings"] = c.max_seq_len;
         j["rope_theta"] = c.rope_theta;
+        if (c.rope_type != "default") {  // the 4.x key, which transformers 5.x also reads
+            nlohmann::ordered_json rs = {{"rope_type", c.rope_type}, {"factor", c.rope_factor}};
+            if (c.rope_type == "llama3") {
+                rs["low_freq_factor"] = c.rope_low_freq_factor;
+                rs["high_freq_factor"] = c.rope_high_freq_factor;
+                rs["original_max_position_embeddings"] = c.rope_original_max_pos;
+            }
+            j["rope_scaling"] = rs;
+        }
         j["rms_norm_eps"] = c.norm_eps;
         j["hidden_act"] = "silu";
         j["tie_word_embeddings"] = c.tied_embeddings;

@@ -37,6 +37,28 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     return (xf * cos + rot * sin).to(x.scalar_type());
 }
 
+// RoPE inverse frequencies (D/2, double), with the config's scaling as transformers applies it
+// (modeling_rope_utils: default, linear, llama3).
+at::Tensor rope_inv_freq(const ModelConfig& c) {
+    const int64_t D = c.head_dim;
+    at::Tensor inv_freq =
+        1.0 / at::pow(c.rope_theta, at::arange(0, D, 2, at::TensorOptions().dtype(at::kDouble)) / double(D));
+    if (c.rope_type == "linear") return inv_freq / c.rope_factor;
+    if (c.rope_type == "llama3") {
+        const double old_len = double(c.rope_original_max_pos);
+        const double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
+        const at::Tensor wavelen = 2 * M_PI / inv_freq;
+        // Long wavelengths are divided by the factor, short ones kept, the band between interpolated.
+        const at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
+        const at::Tensor smooth =
+            (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        const at::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+        const at::Tensor medium = at::logical_and(wavelen >= high_wavelen, wavelen <= low_wavelen);
+        return at::where(medium, smoothed, scaled);
+    }
+    return inv_freq;
+}
+
 // Causal attention of q (B, H, T, D) over keys/values (B, H, P+T, D); mask (T, P+T) true = hidden.
 // Long sequences go in blocks of queries, each over only the keys it can see, so the score matrix
 // stays small (cache-resident) and the masked upper triangle is skipped: ~1.7x faster at T = 512.
@@ -127,8 +149,7 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
     if (opt) {
         x = x + at::embedding(weights.pos_emb, pos + c.pos_offset).unsqueeze(0);
     } else {
-        at::Tensor inv_freq =
-            1.0 / at::pow(c.rope_theta, at::arange(0, D, 2, at::TensorOptions().dtype(at::kDouble)) / double(D));
+        const at::Tensor inv_freq = rope_inv_freq(c);
         at::Tensor freqs = at::outer(pos.to(at::kDouble).cpu(), inv_freq);  // (T, D/2), double for exactness
         at::Tensor emb = at::cat({freqs, freqs}, -1);
         cos = emb.cos().to(at::kFloat).to(dev);

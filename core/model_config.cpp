@@ -37,6 +37,14 @@ void ModelConfig::validate(const std::string& source) const {
         throw Error(source + ": head_dim " + std::to_string(head_dim) + " is odd; RoPE needs an even head size");
     if (!(norm_eps > 0 && norm_eps < 1)) throw Error(source + ": norm epsilon " + std::to_string(norm_eps) + " is not in (0, 1)");
     if (!(rope_theta > 0)) throw Error(source + ": rope_theta " + std::to_string(rope_theta) + " must be positive");
+    if (rope_type != "default" && rope_type != "linear" && rope_type != "llama3")
+        throw Error(source + ": RoPE type '" + rope_type + "' is not supported (default, linear, llama3)");
+    if (rope_type != "default" && !(rope_factor > 0))
+        throw Error(source + ": RoPE scaling factor " + std::to_string(rope_factor) + " must be positive");
+    if (rope_type == "llama3" && !(rope_low_freq_factor > 0 && rope_high_freq_factor > rope_low_freq_factor &&
+                                   rope_original_max_pos > 0))
+        throw Error(source + ": llama3 RoPE scaling needs 0 < low_freq_factor < high_freq_factor and a positive "
+                             "original_max_position_embeddings");
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -56,6 +64,10 @@ std::string ModelConfig::describe() const {
        << n_heads << " (kv " << n_kv_heads << ", head_dim " << head_dim << "), vocab " << vocab_size
        << ", max_seq " << max_seq_len;
     if (arch == Arch::Llama) os << ", rope_theta " << rope_theta << ", norm_eps " << norm_eps;
+    if (arch == Arch::Llama && rope_type == "linear") os << ", rope linear x" << rope_factor;
+    if (arch == Arch::Llama && rope_type == "llama3")
+        os << ", rope llama3 (factor " << rope_factor << ", low " << rope_low_freq_factor << ", high "
+           << rope_high_freq_factor << ", original " << rope_original_max_pos << ")";
     if (tied_embeddings) os << ", tied embeddings";
     if (qkv_bias) os << ", qkv bias";
     return os.str();

@@ -19,6 +19,13 @@ struct ModelConfig {
     int64_t max_seq_len = 0;
     int64_t head_dim = 0;             // usually dim / n_heads
     double rope_theta = 10000.0;
+    // RoPE scaling (Hugging Face rope_parameters / rope_scaling): "default" (none), "linear" (inverse
+    // frequencies / rope_factor) or "llama3" (Llama 3.1's per-frequency smoothing, as transformers computes it).
+    std::string rope_type = "default";
+    double rope_factor = 1.0;
+    double rope_low_freq_factor = 1.0;
+    double rope_high_freq_factor = 4.0;
+    int64_t rope_original_max_pos = 0;  // llama3: original_max_position_embeddings
     double norm_eps = 1e-5;
     bool tied_embeddings = false;
     bool qkv_bias = false;            // Qwen2
