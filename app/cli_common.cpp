@@ -1,5 +1,8 @@
 #include "cli_common.h"
 
+#include <iostream>
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 
 #include "cli_progress.h"
@@ -113,6 +116,10 @@ RunTarget run_target_from_args(const Args& a) {
     t.cushion = cushion_from_args(a, *t.model);
     if (t.pkg && !t.cushion) t.cushion = std::make_unique<Cushion>(t.pkg->cushion);
     return t;
+}
+
+void print_json(const nlohmann::json& j, int indent) {
+    std::cout << j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 }  // namespace cushion::cli

@@ -1,6 +1,7 @@
 // What every `cushion` subcommand shares: the model argument, --device/--dtype/--tokenizer, --json.
 #pragma once
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <set>
 #include <string>
 
@@ -95,5 +96,9 @@ int cmd_export(int argc, char** argv);
 int cmd_verify(int argc, char** argv);
 extern const char* kExportHelp;
 extern const char* kVerifyHelp;
+
+// Prints `--json` output on stdout (indent < 0: one line). Strings that are not UTF-8 (a byte-level token's text
+// cut mid-character) are written with U+FFFD, as Hugging Face tokenizers decode them, instead of failing.
+void print_json(const nlohmann::json& j, int indent = -1);
 
 }  // namespace cushion::cli

@@ -86,19 +86,20 @@ int cmd_info(int argc, char** argv) {
                   {"eos_id", m->tokenizer->eos_id()}, {"fingerprint", m->fingerprint()},
                   {"device", m->device().str()}, {"dtype", dtype_name(m->dtype())}, {"warnings", m->warnings},
                   {"threads", at::get_num_threads()}, {"openmp_wait_policy", openmp_wait_policy()},
-                  {"libtorch", libtorch_version()}, {"cuda_compiled", cuda_compiled()},
+                  {"source_types", m->source_types}, {"libtorch", libtorch_version()}, {"cuda_compiled", cuda_compiled()},
                   {"cuda_version", cuda_version()}, {"cuda_devices", json::array()}};
         for (const CudaDeviceInfo& d : cuda_devices())
             j["cuda_devices"].push_back({{"index", d.index}, {"name", d.name},
                                          {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
                                          {"memory_bytes", d.total_bytes}});
-        std::cout << j.dump(2) << "\n";
+        print_json(j, 2);
         return 0;
     }
     std::printf("model:       %s (%s)\n", m->source.c_str(), m->format.c_str());
     std::printf("arch:        %s\n", c.describe().c_str());
     std::printf("parameters:  %lld (%.2f MB in %s)\n", (long long)params,
                 params * double(at::elementSize(m->dtype())) / 1e6, dtype_name(m->dtype()).c_str());
+    if (!m->source_types.empty()) std::printf("tensors:     %s (in the file; float on load)\n", m->source_types.c_str());
     std::printf("tokenizer:   %s, %d tokens, bos %d, eos %d\n", m->tokenizer->kind().c_str(),
                 m->tokenizer->vocab_size(), m->tokenizer->bos_id(), m->tokenizer->eos_id());
     std::printf("device:      %s\n", m->device().str().c_str());
@@ -147,7 +148,7 @@ int cmd_generate(int argc, char** argv) {
         std::vector<int32_t> all = ids;
         all.insert(all.end(), out.begin(), out.end());
         json j = {{"prompt_tokens", ids}, {"tokens", out}, {"text", m->tokenizer->decode(all)}};
-        std::cout << j.dump() << "\n";
+        print_json(j);  // text cut mid-character (a byte-level token at --max-tokens) gets U+FFFD
     } else {
         std::printf("\n");
     }
@@ -171,7 +172,7 @@ int cmd_ppl(int argc, char** argv) {
     auto r = perplexity(*m, toks, o);
     bar.finish();
     if (a.has("json")) {
-        std::cout << json{{"ppl", r.ppl}, {"tokens", r.tokens}, {"docs", r.docs}}.dump() << "\n";
+        print_json(json{{"ppl", r.ppl}, {"tokens", r.tokens}, {"docs", r.docs}});
     } else {
         std::printf("perplexity %.4f over %lld predicted tokens in %lld documents (mean NLL %.6f)\n", r.ppl,
                     (long long)r.tokens, (long long)r.docs, r.mean_nll);
@@ -282,7 +283,7 @@ int cmd_probe(int argc, char** argv) {
         if (!a.has("json")) std::printf("heatmap (%s, layers x tokens of doc 0) written to %s\n", site_name(site), a.get("png").c_str());
         j["png"] = a.get("png");
     }
-    if (a.has("json")) std::cout << j.dump(2) << "\n";
+    if (a.has("json")) print_json(j, 2);
     return 0;
 }
 

@@ -95,7 +95,7 @@ int cmd_export(int argc, char** argv) {
         j["bytes"] = r.bytes;
         j["fp32_weight_bytes"] = r.fp32_weight_bytes;
         j["package_weight_bytes"] = r.package_weight_bytes;
-        std::cout << j.dump(2) << "\n";
+        print_json(j, 2);
         return 0;
     }
     std::printf("exported %s: %s, cushion '%s' (%lld tokens)\n", r.dir.c_str(), eo.config.describe().c_str(),
@@ -131,7 +131,7 @@ int eval_package(const Args& a) {
                   {"tokens", r.tokens}, {"docs", r.docs},
                   {"cushion", {{"prefix", pkg->cushion.prefix_text}, {"length", pkg->cushion.length()}}},
                   {"recorded_at_export", recorded}};
-        std::cout << j.dump(2) << "\n";
+        print_json(j, 2);
         return 0;
     }
     std::printf("package %s: %s (exported by cushion %s)\n", pkg->dir.c_str(), pkg->config.describe().c_str(),
@@ -171,7 +171,7 @@ int cmd_verify(int argc, char** argv) {
         for (auto& [f, ok] : r.files) files[f] = ok;
         json j = {{"ok", r.ok}, {"problems", r.problems}, {"files", files}, {"remeasured", r.remeasured}};
         if (r.remeasured) j["perplexity"] = {{"text", r.text_file}, {"recorded", r.ppl_recorded}, {"measured", r.ppl_measured}};
-        std::cout << j.dump(2) << "\n";
+        print_json(j, 2);
         return r.ok ? 0 : 1;
     }
     for (auto& [f, ok] : r.files) std::printf("%-28s %s\n", f.c_str(), ok ? "sha256 ok" : "SHA256 MISMATCH");

@@ -166,7 +166,7 @@ int cmd_eval(int argc, char** argv) {
         json j = {{"rows", jrows}, {"tokens", tokens}, {"docs", eval_toks.size()}, {"calib_docs", calib_toks.size()},
                   {"full_precision", "embeddings, norms and LM head"}};
         if (cush) j["cushion"] = {{"file", a.get("cushion")}, {"prefix", cush->prefix_text}, {"length", cush->length()}};
-        std::cout << j.dump(2) << "\n";
+        print_json(j, 2);
         return 0;
     }
     std::printf("perplexity on %s (%zu documents, %lld predicted tokens); calibration %s (%zu documents)\n",
@@ -207,7 +207,7 @@ int cmd_outliers(int argc, char** argv) {
         for (auto& f : rep.frequency)
             j["frequency"].push_back({{"token", f.token}, {"text", f.text}, {"outlier_count", f.outlier_count},
                                       {"occurrences", f.occurrences}, {"blocks", f.blocks}});
-        std::cout << j.dump(2) << "\n";
+        print_json(j, 2);
         return 0;
     }
     std::printf("%lld documents, %lld tokens; outlier = %s max|x|/median|x| > %g\n", (long long)rep.docs,

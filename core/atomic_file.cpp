@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "error.h"
+#include "file_checks.h"
 
 namespace cushion {
 
@@ -68,6 +69,7 @@ void remove_quietly(const std::string& p) {
 }  // namespace
 
 void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& write) {
+    require_replaceable_target(path);
     const std::string tmp = make_temp_beside(path);
     try {
         write(tmp);
@@ -100,8 +102,7 @@ void write_text_atomically(const std::string& path, const std::string& text) {
 }
 
 std::string read_text_file(const std::string& path) {
-    std::error_code ec;
-    if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, not a file");
+    require_regular_file(path);
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(path + ": cannot open: " + sys_error());
     std::ostringstream ss;
@@ -118,6 +119,7 @@ void write_directory_atomically(const std::string& dir, bool overwrite,
     fs::path parent = target.parent_path();
     if (parent.empty()) parent = ".";
     std::error_code ec;
+    if (fs::is_symlink(target, ec)) throw Error(dir + ": is a symbolic link; refusing to replace it");
     if (fs::exists(target, ec)) {
         if (!fs::is_directory(target, ec)) throw Error(dir + ": exists and is not a directory");
         if (!overwrite) throw Error(dir + ": exists; pass --force to replace it");

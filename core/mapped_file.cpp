@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "file_checks.h"
+
 namespace cushion {
 
 namespace {
@@ -15,7 +17,8 @@ std::string sys_error() { return std::strerror(errno); }
 }  // namespace
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a named pipe with no writer returns at once (then refused below) instead of blocking.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw Error(path + ": cannot open: " + sys_error());
     struct stat st;
     if (::fstat(fd, &st) != 0) {
@@ -25,7 +28,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
-        throw Error(path + ": not a regular file");
+        throw Error(path + ": is " + file_kind(st.st_mode) + ", not a regular file");
     }
     size_ = static_cast<uint64_t>(st.st_size);
     if (size_ > 0) {

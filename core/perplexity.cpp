@@ -9,10 +9,12 @@
 #include <numeric>
 
 #include "error.h"
+#include "file_checks.h"
 
 namespace cushion {
 
 std::vector<std::string> read_documents(const std::string& path) {
+    require_regular_file(path, "text file");
     std::ifstream in(path);
     if (!in) throw Error(path + ": cannot open text file");
     std::vector<std::string> docs;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "error.h"
+#include "file_checks.h"
 
 namespace cushion {
 
@@ -83,6 +84,7 @@ std::string sha256_hex(const std::string& data) {
 }
 
 std::string sha256_file(const std::string& path) {
+    require_regular_file(path);
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("cannot read " + path);
     Sha256 h;
