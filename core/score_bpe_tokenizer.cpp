@@ -47,14 +47,28 @@ bool parse_byte_piece(const std::string& p, uint8_t* out) {
     return true;
 }
 
-// Length of the UTF-8 sequence starting at s[i], clamped to the text; 1 for an invalid lead byte.
+// Length of the well-formed UTF-8 sequence starting at s[i]; 1 for a byte that is not part of one (it then falls
+// back to its byte token, <unk> without byte tokens).
 size_t utf8_len_at(const std::string& s, size_t i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
-    if (i + n > s.size()) n = s.size() - i;
-    for (size_t k = 1; k < n; ++k)  // a truncated sequence: take the lead byte alone
-        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 1;
-    return n;
+    const size_t n = detail::utf8_sequence_length(s.data() + i, s.size() - i);
+    return n ? n : 1;
+}
+
+// Every ill-formed byte replaced by U+FFFD, as libsentencepiece's normalizer does.
+std::string replace_ill_formed(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size();) {
+        const size_t n = detail::utf8_sequence_length(s.data() + i, s.size() - i);
+        if (n == 0) {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        } else {
+            out.append(s, i, n);
+            i += n;
+        }
+    }
+    return out;
 }
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
@@ -117,9 +131,15 @@ public:
             if (t == kTypeUserDefined && !pieces_[i].empty())
                 user_defined_[static_cast<uint8_t>(pieces_[i][0])].push_back(static_cast<int32_t>(i));
         }
-        for (auto& v : user_defined_)  // longest first
-            std::stable_sort(v.begin(), v.end(),
-                             [this](int32_t a, int32_t b) { return pieces_[a].size() > pieces_[b].size(); });
+        for (int32_t id : opt_.added_tokens) {
+            if (id < 0 || id >= static_cast<int32_t>(n))
+                throw Error("score BPE tokenizer: added token id " + std::to_string(id) + " is outside the vocabulary");
+            if (!pieces_[id].empty()) added_[static_cast<uint8_t>(pieces_[id][0])].push_back(id);
+        }
+        for (auto* table : {&user_defined_, &added_})
+            for (auto& v : *table)  // longest first
+                std::stable_sort(v.begin(), v.end(),
+                                 [this](int32_t a, int32_t b) { return pieces_[a].size() > pieces_[b].size(); });
     }
 
     ScoreBpeTokenizer(const ScoreBpeTokenizer&) = delete;  // lookup_ holds views into pieces_
@@ -128,7 +148,9 @@ public:
     // SentencePiece's normalizer (normalizer.cc) with the identity rule: the dummy prefix, ' ' -> "▁" and,
     // with remove_extra_whitespaces, leading ' ' dropped, runs of ' ' collapsed and trailing "▁" dropped
     // (that last step also drops a "▁" that was in the text, as libsentencepiece does).
-    std::string normalize(const std::string& text) const {
+    std::string normalize(const std::string& raw, bool dummy_prefix) const {
+        const std::string replaced = opt_.replace_invalid_utf8 ? replace_ill_formed(raw) : std::string();
+        const std::string& text = opt_.replace_invalid_utf8 ? replaced : raw;
         const std::string space = opt_.escape_whitespaces ? kSpaceMark : std::string(" ");
         size_t i = 0;
         if (opt_.remove_extra_whitespaces)
@@ -136,7 +158,7 @@ public:
         if (i == text.size()) return {};
         std::string out;
         out.reserve(text.size() * 2);
-        if (opt_.add_dummy_prefix) out += space;
+        if (dummy_prefix) out += space;
         bool prev_space = opt_.remove_extra_whitespaces;
         for (; i < text.size(); ++i) {
             const char ch = text[i];
@@ -157,8 +179,40 @@ public:
     std::vector<int32_t> encode(const std::string& text, bool add_bos) const override {
         std::vector<int32_t> ids;
         if (add_bos && bos_ >= 0) ids.push_back(bos_);
-        const std::string norm = normalize(text);
-        if (norm.empty()) return ids;
+        if (opt_.added_tokens.empty()) {
+            encode_segment(text, true, ids);
+            return ids;
+        }
+        size_t seg = 0;
+        for (size_t i = 0; i < text.size();) {
+            int32_t hit = -1;
+            for (int32_t id : added_[static_cast<uint8_t>(text[i])]) {
+                if (text.compare(i, pieces_[id].size(), pieces_[id]) == 0) {
+                    hit = id;
+                    break;
+                }
+            }
+            if (hit < 0) {
+                ++i;
+                continue;
+            }
+            encode_segment(text.substr(seg, i - seg), seg == 0, ids);
+            ids.push_back(hit);
+            i += pieces_[hit].size();
+            seg = i;
+        }
+        encode_segment(text.substr(seg), seg == 0, ids);
+        return ids;
+    }
+
+    // One segment of text (all of it, or the text between added tokens); at_start: it begins the text.
+    void encode_segment(const std::string& text, bool at_start, std::vector<int32_t>& ids) const {
+        if (text.empty()) return;
+        bool prefix = opt_.add_dummy_prefix && (at_start || !opt_.prefix_first_only);
+        if (prefix && opt_.prefix_unless_space && (text[0] == ' ' || text.compare(0, kSpaceMark.size(), kSpaceMark) == 0))
+            prefix = false;
+        const std::string norm = normalize(text, prefix);
+        if (norm.empty()) return;
 
         struct Sym {
             size_t start, len;
@@ -239,7 +293,6 @@ public:
                 }
             }
         }
-        return ids;
     }
 
     std::string decode_token(int32_t prev, int32_t id) const override {
@@ -274,6 +327,7 @@ private:
     int32_t bos_ = -1, eos_ = -1, unk_ = -1;
     std::unordered_map<std::string_view, int32_t> lookup_;  // views into pieces_
     std::vector<int32_t> user_defined_[256];
+    std::vector<int32_t> added_[256];  // opt_.added_tokens by first byte
     int32_t byte_ids_[256] = {
 #define CUSHION_M1_16 -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
         CUSHION_M1_16, CUSHION_M1_16, CUSHION_M1_16, CUSHION_M1_16, CUSHION_M1_16, CUSHION_M1_16,

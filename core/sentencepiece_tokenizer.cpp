@@ -1,7 +1,9 @@
 // A SentencePiece tokenizer.model (tok512.model, Llama 2's tokenizer.model) read directly from its protobuf
 // and run through the score-merge BPE with the model's normalizer options (dummy prefix,
 // remove_extra_whitespaces), which gives libsentencepiece's ids for BPE models with the identity
-// normalization rule. The tests check this against Debian's spm_encode.
+// normalization rule, including its treatment of invalid UTF-8 (each ill-formed byte becomes U+FFFD, so its byte
+// fallback is <0xEF><0xBF><0xBD>). The tests check this against libsentencepiece (Debian's spm_encode, and the
+// Python binding in the `reference` test tests/tokenizer/sentencepiece_check.py).
 //
 // Why not link libsentencepiece: Debian's libsentencepiece.so.0 carries its own copy of protobuf-lite and
 // exports its google::protobuf symbols; in a process that also loads libtorch (which needs
@@ -106,6 +108,7 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path)
     opt.remove_extra_whitespaces = true;  // proto defaults
     opt.add_dummy_prefix = true;
     opt.escape_whitespaces = true;
+    opt.replace_invalid_utf8 = true;  // as libsentencepiece: each ill-formed UTF-8 byte becomes U+FFFD
 
     ProtoReader top(data.data(), data.size(), where);
     while (!top.done()) {

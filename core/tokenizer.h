@@ -2,6 +2,18 @@
 //  - score-merge BPE over a SentencePiece-style vocabulary (llama2.c tokenizer.bin, GGUF "llama" vocab),
 //  - Google SentencePiece itself (tokenizer.model),
 //  - byte-level BPE from a Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen2).
+// Each gives the ids of its reference: libsentencepiece for tokenizer.model, Hugging Face tokenizers for
+// tokenizer.json, llama2.c / llama.cpp for tokenizer.bin and GGUF vocabularies (`ctest -L reference`,
+// tests/tokenizer/*_check.py, compares them on texts, edge strings and every code point's split class).
+//
+// Invalid UTF-8: every byte that is not part of well-formed UTF-8 (Unicode's Table 3-7: overlong forms, surrogates,
+// values past U+10FFFF, truncated sequences, stray continuation bytes) counts as one ill-formed byte.
+//  - tokenizer.model: each becomes U+FFFD first, as libsentencepiece does (so its bytes do not come back).
+//  - tokenizer.bin, GGUF "llama" vocabularies, SentencePiece-style tokenizer.json: the byte is kept as its <0xXX>
+//    byte token (llama2.c, llama.cpp), or <unk> without byte tokens.
+//  - byte-level BPE: the byte is one "other" character for the split regexes (where U+FFFD would be) and is encoded
+//    as its own byte-level character, so decode(encode(x)) == x for any bytes.
+// (The Python libraries take only str: the reference tests emulate these conventions, see their docstrings.)
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -40,8 +52,9 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32
 // the score-merge BPE and the model's own whitespace options. (libsentencepiece itself cannot share a
 // process with libtorch on Debian: both carry protobuf; tests use its spm_encode as the reference.)
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
-// A Hugging Face tokenizer.json with a byte-level BPE model (GPT-2, Llama 3, Qwen2). A SentencePiece-style
-// BPE tokenizer.json (Metaspace, byte fallback) is routed to the score-merge BPE above.
+// A Hugging Face tokenizer.json with a byte-level BPE model (GPT-2, Llama 3, Qwen2; an NFC normalizer is applied). A
+// SentencePiece-style BPE tokenizer.json (Metaspace or the legacy Prepend/Replace normalizer, byte fallback) is routed to
+// the score-merge BPE above, with tokenizers' handling of added tokens and of the "▁" prefix.
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path);
 // Byte-level BPE (GPT-2 style) from a GGUF "gpt2" vocabulary: tokens (byte-to-unicode mapped strings),
 // merges ("a b" lines, rank = index), pre = tokenizer.ggml.pre ("default", "llama-bpe", "qwen2", ...).
