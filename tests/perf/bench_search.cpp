@@ -94,6 +94,21 @@ void BM_GreedyStepExhaustive(benchmark::State& st) {
 }
 BENCHMARK(BM_GreedyStepExhaustive)->Arg(32)->Arg(256)->Arg(1024)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 
+// The exhaustive step at the default budget with args[0] intra-op threads (GreedySearchOptions::threads; the
+// automatic choice for this narrow model is 1): re-measures the thread setting with each libtorch.
+void BM_GreedyStepThreads(benchmark::State& st) {
+    auto m = stories();
+    GreedySearchOptions o = all_tokens(*m);
+    o.threads = static_cast<int>(st.range(0));
+    const int64_t n = default_sample_tokens(m->config, kMaxPrefix);
+    GreedySearch s(m, sample_at(*m, 0, n), o);
+    double secs = 0;
+    for (auto _ : st) secs = s.score(StepKind::Exhaustive).seconds;
+    st.counters["threads"] = o.threads;
+    st.counters["cand/s"] = s.candidates().size() / secs;
+}
+BENCHMARK(BM_GreedyStepThreads)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
 // Pruned step: score all on a window of args[0] tokens, re-score the best args[1] on the whole sample.
 void BM_GreedyStepPruned(benchmark::State& st) {
     auto m = stories();
