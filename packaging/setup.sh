@@ -20,7 +20,7 @@ PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
   python3 python3-venv unzip)
 if [ "$CUSHION_GUI" = ON ]; then
-  PACKAGES+=(qt6-base-dev libqt6charts6-dev libqt6svg6-dev libqt6opengl6-dev libimgui-dev
+  PACKAGES+=(qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev libimgui-dev
     xvfb xauth libgl1-mesa-dri)
 fi
 
