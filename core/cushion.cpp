@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "error.h"
@@ -41,6 +42,13 @@ void check_cushion_fits(const Cushion& c, const Model& m, const std::string& sou
                 throw Error(source + ": KV tensor of layer " + std::to_string(l) + " has the wrong shape for this model");
     if (!c.last_logits.defined() || c.last_logits.dim() != 1 || c.last_logits.size(0) != cfg.vocab_size)
         throw Error(source + ": last_logits missing or of the wrong size");
+    if (c.prefix_ids.empty() || (int64_t)c.prefix_ids.size() != c.length())
+        throw Error(source + ": prefix_ids do not match its KV cache (" + std::to_string(c.prefix_ids.size()) +
+                    " ids, " + std::to_string(c.length()) + " positions)");
+    for (size_t i = 0; i < c.prefix_ids.size(); ++i)
+        if (c.prefix_ids[i] < 0 || c.prefix_ids[i] >= cfg.vocab_size)
+            throw Error(source + ": prefix_ids[" + std::to_string(i) + "] = " + std::to_string(c.prefix_ids[i]) +
+                        " is outside this model's vocabulary (" + std::to_string(cfg.vocab_size) + " tokens)");
     if (c.length() + 1 > cfg.max_seq_len) throw Error(source + " is longer than the model's context");
 }
 
@@ -73,25 +81,54 @@ Cushion load_cushion(const std::string& path) {
     if (get("version") != "1") throw Error(path + ": cushion file version '" + get("version") + "' is not supported");
     Cushion c;
     c.model_fingerprint = get("model_fingerprint");
+    // A cushion is a KV cache of one model: without the fingerprint nothing ties it to that model.
+    if (c.model_fingerprint.empty())
+        throw Error(path + ": metadata field model_fingerprint is missing or empty (a cushion must name its model)");
     c.prefix_text = get("prefix_text");
     c.settings_json = get("settings").empty() ? "{}" : get("settings");
     c.history_json = get("history").empty() ? "{}" : get("history");
+    auto floating = [&](const std::string& name) {
+        const at::Tensor t = f.get(name);
+        if (!at::isFloatingType(t.scalar_type()))
+            throw Error(path + ": tensor " + name + " has dtype " + std::string(c10::toString(t.scalar_type())) +
+                        ", expected a floating-point type");
+        at::Tensor x = t.to(at::kFloat);
+        if (!at::isfinite(x).all().item<bool>()) throw Error(path + ": tensor " + name + " contains NaN or Inf");
+        return x;
+    };
     for (size_t l = 0;; ++l) {
         const std::string kn = "k." + std::to_string(l), vn = "v." + std::to_string(l);
         if (!f.contains(kn)) break;
         if (!f.contains(vn)) throw Error(path + ": tensor " + vn + " missing");
-        c.kv.k.push_back(f.get(kn).to(at::kFloat));
-        c.kv.v.push_back(f.get(vn).to(at::kFloat));
+        at::Tensor k = floating(kn), v = floating(vn);
+        if (k.dim() != 4 || k.size(0) != 1 || k.sizes() != v.sizes())
+            throw Error(path + ": tensors " + kn + " and " + vn + " must both be (1, kv_heads, P, head_dim); they are " +
+                        c10::str(k.sizes()) + " and " + c10::str(v.sizes()));
+        if (!c.kv.k.empty() && k.sizes() != c.kv.k[0].sizes())
+            throw Error(path + ": tensor " + kn + " is " + c10::str(k.sizes()) + ", layer 0's is " +
+                        c10::str(c.kv.k[0].sizes()));
+        c.kv.k.push_back(k);
+        c.kv.v.push_back(v);
     }
-    if (c.kv.k.empty()) throw Error(path + ": no KV tensors");
+    if (c.kv.k.empty()) throw Error(path + ": no KV tensors (k.0, v.0, ...)");
+    if (c.kv.k[0].size(2) < 1) throw Error(path + ": the cushion has no tokens (a cushion holds at least <bos>)");
     if (!f.contains("last_logits") || !f.contains("prefix_ids")) throw Error(path + ": last_logits or prefix_ids missing");
-    c.last_logits = f.get("last_logits").to(at::kFloat);
-    at::Tensor ids = f.get("prefix_ids").to(at::kLong);
-    for (int64_t i = 0; i < ids.numel(); ++i) c.prefix_ids.push_back(static_cast<int32_t>(ids[i].item<int64_t>()));
-    if ((int64_t)c.prefix_ids.size() != c.length()) throw Error(path + ": prefix_ids and KV length disagree");
-    for (auto* t : {&c.kv.k, &c.kv.v})
-        for (auto& x : *t)
-            if (!at::isfinite(x).all().item<bool>()) throw Error(path + ": KV cache contains NaN or Inf");
+    c.last_logits = floating("last_logits");
+    if (c.last_logits.dim() != 1) throw Error(path + ": tensor last_logits must be 1-D (vocabulary), it is " +
+                                              c10::str(c.last_logits.sizes()));
+    const at::Tensor raw_ids = f.get("prefix_ids");
+    if (raw_ids.dim() != 1 || at::isFloatingType(raw_ids.scalar_type()) || raw_ids.scalar_type() == at::kBool)
+        throw Error(path + ": tensor prefix_ids must be a 1-D integer tensor");
+    at::Tensor ids = raw_ids.to(at::kLong);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+        const int64_t id = ids[i].item<int64_t>();
+        if (id < 0 || id > std::numeric_limits<int32_t>::max())
+            throw Error(path + ": prefix_ids[" + std::to_string(i) + "] = " + std::to_string(id) + " is not a token id");
+        c.prefix_ids.push_back(static_cast<int32_t>(id));
+    }
+    if ((int64_t)c.prefix_ids.size() != c.length())
+        throw Error(path + ": prefix_ids has " + std::to_string(c.prefix_ids.size()) + " tokens, the KV cache " +
+                    std::to_string(c.length()));
     return c;
 }
 
