@@ -119,6 +119,12 @@ struct Stages {
     void done() { ++i; }
 };
 
+// sha256 of quantization.json's canonical text (dump(2), sorted keys) without its self_sha256 field.
+std::string info_self_sha256(json info) {
+    info.erase("self_sha256");
+    return sha256_hex(info.dump(2) + "\n");
+}
+
 std::string text_sha(const std::string& path) { return path.empty() ? std::string() : sha256_file(path); }
 
 }  // namespace
@@ -327,6 +333,8 @@ ExportReport write_package(const Model& fp, const Cushion& cush_in, const std::s
         json files = json::object();
         for (const auto& n : names) files[n] = sha256_file((tmp / n).string());
         info["files"] = files;
+        // quantization.json covers itself: the sha256 of its own canonical text without this field.
+        info["self_sha256"] = info_self_sha256(info);
         rep.info_json = info.dump(2) + "\n";
         write_text_atomically((tmp / kInfoFile).string(), rep.info_json);
         report_progress(opts.progress, 0.99, "wrote " + std::string(kInfoFile));
@@ -369,6 +377,17 @@ json read_info(const std::string& dir, bool allow_other_tool_version) {
     return info;
 }
 
+// "" when quantization.json's self_sha256 matches its content, else what is wrong.
+std::string check_self_hash(const json& info, const std::string& path) {
+    if (!info.contains("self_sha256") || !info["self_sha256"].is_string())
+        return path + ": field self_sha256 is missing (quantization.json must cover itself; re-export the package)";
+    const std::string want = info["self_sha256"].get<std::string>(), got = info_self_sha256(info);
+    if (want != got)
+        return path + ": its content does not match its self_sha256 (" + want + ", content " + got +
+               "): quantization.json was edited or damaged";
+    return "";
+}
+
 // (file, ok, expected, got) for every listed file.
 struct HashCheck {
     std::string file, expected, got;
@@ -406,6 +425,7 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
     const std::string fingerprint = info["model"]["fingerprint"].get<std::string>();
     if (opts.check_hashes) {
         report_progress(opts.progress, 0.02, "checking file hashes");
+        if (const std::string e = check_self_hash(info, info_path); !e.empty()) throw Error(e);
         for (const auto& h : check_hashes(dir, info))
             if (!h.ok)
                 throw Error((fs::path(dir) / h.file).string() + ": sha256 " + h.got + " does not match quantization.json (" +
@@ -628,6 +648,7 @@ VerifyReport verify_package(const std::string& dir_in, const VerifyOptions& opts
         return rep;
     }
     report_progress(opts.progress, 0.0, "checking file hashes");
+    if (const std::string e = check_self_hash(info, (fs::path(dir) / kInfoFile).string()); !e.empty()) problem(e);
     for (const auto& h : check_hashes(dir, info)) {
         rep.files.emplace_back(h.file, h.ok);
         if (!h.ok) problem(h.file + ": sha256 " + h.got + " does not match quantization.json (" + h.expected + ")");

@@ -226,6 +226,34 @@ TEST(Export, FlippedByteIsCaughtNamingTheFile) {
     EXPECT_NE(error_of([&] { load_package(copy); }).find("tokenizer.model"), std::string::npos);
 }
 
+// quantization.json is covered by the package's integrity check (its self_sha256): an edit of a setting that the
+// other files' hashes cannot see is refused by load and reported by verify.
+TEST(Export, EditedQuantizationJsonIsDetected) {
+    auto [m, n] = make_tiny(TinySpec{});
+    const std::string dir = temp_dir("export-edit") + "/pkg";
+    write_package(*m, make_cushion(*m, {1}), dir, tiny_options(w8a8_static_sq()));
+    EXPECT_TRUE(verify_package(dir).ok);
+    const std::string original = read_text_file(dir + "/quantization.json");
+    int edits = 0;
+    for (const auto& edit : std::vector<std::function<void(nlohmann::json&)>>{
+             [](nlohmann::json& j) { j["quantization"]["group"] = 8; },
+             [](nlohmann::json& j) { j["quantization"]["wbits"] = 8.5; },
+             [](nlohmann::json& j) { j["quantization"]["smoothquant_alpha"] = 0.1; },
+             [](nlohmann::json& j) { j["cushion"]["prefix_ids"] = {1, 4}; },
+             [](nlohmann::json& j) { j.erase("self_sha256"); }}) {
+        auto j = nlohmann::json::parse(original);
+        edit(j);
+        write_text_atomically(dir + "/quantization.json", j.dump(2));
+        const std::string e = error_of([&] { load_package(dir); });
+        EXPECT_NE(e.find("self_sha256"), std::string::npos) << "edit " << edits << ": " << e;
+        const VerifyReport r = verify_package(dir);
+        EXPECT_FALSE(r.ok) << "edit " << edits;
+        ++edits;
+    }
+    write_text_atomically(dir + "/quantization.json", original);
+    EXPECT_TRUE(verify_package(dir).ok);
+}
+
 TEST(Export, OtherModelOrToolVersionGivesAClearError) {
     auto [m, n] = make_tiny(TinySpec{});
     TinySpec other_spec;
@@ -236,6 +264,8 @@ TEST(Export, OtherModelOrToolVersionGivesAClearError) {
     auto edit_info = [&](const std::string& d, const std::function<void(nlohmann::json&)>& fn) {
         auto j = nlohmann::json::parse(read_text_file(d + "/quantization.json"));
         fn(j);
+        j.erase("self_sha256");  // re-sealed, so that only the edit under test remains
+        j["self_sha256"] = sha256_hex(j.dump(2) + "\n");
         write_text_atomically(d + "/quantization.json", j.dump(2));
     };
     // The cushion of another model, with its hash updated so only the model mismatch remains.
