@@ -20,6 +20,7 @@ namespace cushion::cli {
 
 using json = nlohmann::json;
 
+static_assert(kDefaultMaxPrefix == 4, "kCalibrateHelp states the default --max-prefix");
 const char* kCalibrateHelp =
     "usage: cushion calibrate [MODEL] --calib FILE --out CUSHION [options]\n"
     "CushionCache: finds a prefix (\"cushion\") that minimises the activation quantization loss L_q of the\n"
@@ -167,7 +168,7 @@ int cmd_calibrate(int argc, char** argv) {
 
     GreedySearchOptions so;
     so.tau = a.get_double("tau", 0.5, 1e-12, 1.0);
-    so.max_prefix = static_cast<int>(a.get_int("max-prefix", 4, 1, 1 << 16));
+    so.max_prefix = static_cast<int>(a.get_int("max-prefix", kDefaultMaxPrefix, 1, 1 << 16));
     so.loss.bits = static_cast<int>(a.get_int("abits", 8, 1, 64));
     if (a.has("sites")) so.loss.sites = parse_sites(a.get("sites"));
     so.pruned = a.has("pruned");

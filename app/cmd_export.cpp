@@ -31,7 +31,7 @@ const char* kExportHelp =
     "Written atomically (temporary directory beside DIR, renamed at the end): Ctrl-C or a full disk leaves nothing.\n"
     "Static ranges are calibrated on --calib with the cushion in place, exactly as `cushion eval --cushion` does,\n"
     "so `cushion eval DIR --text FILE` reproduces eval's 'with cushion' figure.\n"
-    "  --cushion FILE         the cushion (from `cushion search` / `tune`), made for MODEL\n"
+    "  --cushion FILE         the cushion (from `cushion calibrate`), made for MODEL\n"
     "  --calib FILE           calibration text, one document per line\n"
     "  --out DIR              the package directory\n"
     "  --text FILE            text to measure perplexity on at export (default: the --calib text)\n"

@@ -39,10 +39,14 @@ namespace cushion {
 
 struct Cushion;
 
+// The default longest prefix, start tokens included (the paper leaves m unspecified: "small, a few tokens"); the
+// CLI's --max-prefix and the studio's Max prefix start from it.
+constexpr int kDefaultMaxPrefix = 4;
+
 struct GreedySearchOptions {
     std::vector<int32_t> start_tokens;  // the initial prefix; empty = {<bos>}
     double tau = 0.5;                   // accept t* when L_q(prefix + t*) < tau * L_q(prefix); 0 < tau <= 1
-    int max_prefix = 8;                 // the prefix never grows beyond this many tokens (start tokens included)
+    int max_prefix = kDefaultMaxPrefix; // the prefix never grows beyond this many tokens (start tokens included)
     QuantLossOptions loss;              // bits (8) and sites (the four linear inputs) of L_q
     std::vector<int32_t> candidates;    // empty = every token the tokenizer does not call special
     int64_t memory_budget = 0;          // bytes of transient memory per candidate batch; 0 = default_memory_budget

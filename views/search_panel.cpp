@@ -1,5 +1,7 @@
 #include "search_panel.h"
 
+#include "greedy_search.h"
+
 #include <QAbstractTableModel>
 #include <QAreaSeries>
 #include <QChart>
@@ -154,7 +156,7 @@ SearchPanel::SearchPanel(QWidget* parent) : QWidget(parent) {
     tau_->setSingleStep(0.05);
     tau_->setDecimals(2);
     tau_->setToolTip(tr("Accept t* when L_q(prefix + t*) < tau x L_q(prefix)"));
-    max_prefix_ = spin(1, 64, 4);
+    max_prefix_ = spin(1, 64, cushion::kDefaultMaxPrefix);
     max_prefix_->setObjectName("searchMaxPrefix");
     sample_ = spin(0, 1 << 20, 0, tr("auto (≤ 512)"));
     sample_->setObjectName("searchSample");
