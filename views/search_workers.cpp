@@ -236,8 +236,11 @@ void SearchWorker::score(bool pruned) {
         cushion::GreedyStepResult r = S.score(kind, [this](double f, const std::string& w) { return report(f, w); });
         const int64_t window = std::min<int64_t>(S.options().prune_window, S.sample().size());
         s_->scores = scoresOf(r, S.prefix(), false, window);
+        // The message before the move: r.reason was read after std::move(r) and came out empty.
+        const QString message = tr("Scored %1 candidates (%2 s): tau would say: %3")
+                                    .arg(r.evaluated).arg(r.seconds, 0, 'f', 2).arg(q(r.reason));
         s_->scored = std::make_unique<cushion::GreedyStepResult>(std::move(r));
-        publish(tr("Scored %1 candidates (%2 s): tau would say: %3").arg(r.evaluated).arg(r.seconds, 0, 'f', 2).arg(q(r.reason)));
+        publish(message);
     });
 }
 

@@ -465,6 +465,13 @@ private slots:
         QVERIFY(!s5->scores->pruned);
         QCOMPARE(sp->candidateRows(), 256);
         QVERIFY(sp->decisionText().contains("not committed"));
+        {  // The log says what tau would decide (it was empty: the reason was read after the result was moved).
+            const QString log = w_->logText();
+            const int at = log.lastIndexOf("tau would say: ");
+            QVERIFY2(at >= 0, qPrintable(log.right(300)));
+            const QString reason = log.mid(at + 15).section('\n', 0, 0).trimmed();
+            QVERIFY2(!reason.isEmpty(), qPrintable(log.right(300)));
+        }
         QVERIFY(sp->acceptButton()->isEnabled());
         QTest::mouseClick(sp->acceptButton(), Qt::LeftButton);
         QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 7 && !w_->searchBusy(), 120000);
