@@ -206,6 +206,13 @@ public:
         return v.i;
     }
     int64_t get_int(const std::string& key, int64_t def) const { return has(key) ? get_int(key) : def; }
+    bool get_bool(const std::string& key, bool def) const {
+        if (!has(key)) return def;
+        const GValue& v = get(key);
+        if (v.type != T_BOOL)
+            throw Error(path_ + ": metadata key '" + key + "' has type " + gtype_name(v.type) + ", expected a bool");
+        return v.i != 0;
+    }
     double get_float(const std::string& key, double def) const {
         if (!has(key)) return def;
         const GValue& v = get(key);
@@ -404,8 +411,21 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
                             " entries for " + std::to_string(tokens.strs.size()) + " tokens");
             for (double d : t.nums) types.push_back(static_cast<int32_t>(d));
         }
+        // The engine's <bos> is the token every document (and every cushion) starts with. A tokenizer that adds no
+        // BOS (tokenizer.ggml.add_bos_token = false: SmolLM2, Qwen2, GPT-2) has none of its own; its documents then
+        // start with the separator its pretraining put between documents, <|endoftext|> where the vocabulary has it
+        // as a control token, as for such a tokenizer.json (core/byte_bpe_tokenizer.cpp), else with
+        // tokenizer.ggml.bos_token_id. SmolLM2-Instruct's bos_token_id is <|im_start|>, its chat turns' opener.
+        int32_t bos = id("tokenizer.ggml.bos_token_id", -1);
+        if (!g.get_bool("tokenizer.ggml.add_bos_token", true)) {
+            for (size_t i = 0; i < tokens.strs.size(); ++i)
+                if (tokens.strs[i] == "<|endoftext|>" && (types.empty() || types[i] == 3)) {
+                    bos = static_cast<int32_t>(i);
+                    break;
+                }
+        }
         try {
-            return make_byte_bpe_tokenizer(tokens.strs, std::move(merges), pre, id("tokenizer.ggml.bos_token_id", -1),
+            return make_byte_bpe_tokenizer(tokens.strs, std::move(merges), pre, bos,
                                            id("tokenizer.ggml.eos_token_id", -1), std::move(types));
         } catch (const Cancelled&) {
             throw;

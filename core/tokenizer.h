@@ -57,7 +57,7 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path)
 // the score-merge BPE above, with tokenizers' handling of added tokens and of the "▁" prefix.
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path);
 // Byte-level BPE (GPT-2 style) from a GGUF "gpt2" vocabulary: tokens (byte-to-unicode mapped strings),
-// merges ("a b" lines, rank = index), pre = tokenizer.ggml.pre ("default", "llama-bpe", "qwen2", ...).
+// merges ("a b" lines, rank = index), pre = tokenizer.ggml.pre ("default", "llama-bpe", "qwen2", "smollm", ...).
 std::unique_ptr<Tokenizer> make_byte_bpe_tokenizer(std::vector<std::string> tokens, std::vector<std::string> merges,
                                                    std::string pre, int32_t bos, int32_t eos);
 // The same with GGUF token_type per token: control (3) and user-defined (4) tokens are matched verbatim in

@@ -11,6 +11,7 @@ multilingual edge strings, initial alphabet = the 256 byte-level characters -- w
   llama3        Split(Llama 3's regex) + ByteLevel(use_regex=False), ignore_merges, <|begin_of_text|> template,
                 plus whole-word vocabulary entries that no merge reaches (what ignore_merges is for)
   qwen2         NFC normalizer + Split(Qwen2's regex) + ByteLevel(use_regex=False)
+  smollm        Digits(individual_digits=True) + ByteLevel(use_regex=True) (SmolLM2, StarCoder; GGUF pre "smollm")
   llama2-legacy tok512.model converted as transformers' LlamaConverter does (legacy: Prepend + Replace normalizer,
                 byte fallback, <s> template); merges from transformers' own generate_merges
   llama2        the same, non-legacy: Metaspace(prepend_scheme="first", split=False) pre-tokenizer
@@ -22,7 +23,8 @@ normalizer and llama.cpp applies none) with tokenizers' ids on: every sample tex
 tokenizer's own added/special tokens inside text, 400 random strings, invalid UTF-8 (see below), and for Qwen2's NFC
 the decomposed form of every code point that has one plus 800 random combining-mark sequences. Then a sweep
 over every code point of planes 0-3 and 14 checks the engine's \\p{L} / \\p{N} / \\s classes against Oniguruma's
-(the engine's tables are generated from it: gen_unicode_ranges.py).
+(the engine's tables are generated from it: gen_unicode_ranges.py), and every code point in \\p{N} or in what the Digits
+pre-tokenizer isolates (Rust's char::is_numeric) is checked through the "smollm" split.
 BOS: the engine's add_bos is compared with tokenizers' add_special_tokens=True where the file's post-processor is a
 TemplateProcessing that adds one (llama3, llama2*, spm-trained*, metaspace-bpe). GPT-2 / Qwen2 files add nothing; there
 the engine's bos (<|endoftext|>, found by name) is only its perplexity protocol's choice, so it is not compared.
@@ -105,6 +107,11 @@ def split_then_byte_level(regex, trim_offsets=True):
                                                              use_regex=False)])
 
 
+def digits_then_byte_level():
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+
+
 def save(j, out_dir, name):
     path = os.path.join(out_dir, name + ".tokenizer.json")
     with open(path, "w", encoding="utf-8") as f:
@@ -148,6 +155,9 @@ def build_byte_level(root, out_dir):
                           ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], normalizer=normalizers.NFC())
     q2.post_processor = processors.ByteLevel(trim_offsets=False)
     out.append(("qwen2", save(json.loads(q2.to_str()), out_dir, "qwen2"), "qwen2", False))
+    # SmolLM2 / StarCoder: Digits(individual_digits) + ByteLevel(use_regex=True) (GGUF pre "smollm").
+    sm = train_byte_level(root, digits_then_byte_level(), ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    out.append(("smollm", save(json.loads(sm.to_str()), out_dir, "smollm"), "smollm", False))
     return out
 
 
@@ -366,6 +376,35 @@ def sweep_classes(jobs, tally, out_dir):
     print(f"code point sweep: {len(cps)} code points (tokenizers: {time.time() - t0:.1f} s)")
 
 
+def sweep_digits(jobs, tally, out_dir):
+    """The Digits step (SmolLM2's "smollm") isolates what Rust's char::is_numeric accepts, which is not quite
+    Oniguruma's \\p{N}. Every code point that either holds, in "a"+c+c+"!"+c+" "+c+"z", under Digits + ByteLevel with
+    a merge for every pair of byte-level characters (so that the ids show where the pre-tokens end): the engine's
+    tokenizer.json and GGUF "smollm" paths against tokenizers. (Code points in neither are neither digits nor \\p{N}
+    for both: their classes are swept above.)"""
+    from gen_unicode_ranges import members, split_digits
+    cps = sorted(members(r"\p{N}") | split_digits())
+    chars = [BYTE_CHAR[b] for b in range(256)]
+    vocab = {c: i for i, c in enumerate(chars)}
+    merges = []
+    for x in chars:
+        for y in chars:
+            vocab[x + y] = len(vocab)
+            merges.append((x, y))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = digits_then_byte_level()
+    tok.decoder = decoders.ByteLevel()
+    path = os.path.join(out_dir, "digits.tokenizer.json")
+    tok.save(path)
+    strings = [f"a{chr(c)}{chr(c)}!{chr(c)} {chr(c)}z" for c in cps]
+    want = [e.ids for e in tok.encode_batch(strings, add_special_tokens=False)]
+    for sname, spec in (("json", f"json:{path}"), ("gguf", f"gguf-bpe:smollm:{path}")):
+        def compare(_, got, sname=sname):
+            for c, g, w in zip(cps, got, want):
+                tally.check(f"digit split ({sname}): \\p{{N}} or Digits code points", f"U+{c:04X}", g["ids"], w)
+        jobs.add(spec, strings, False, compare)
+
+
 tool_for_detail = []
 
 
@@ -383,6 +422,7 @@ def main():
     for name, path, pre, tmpl in built:
         check_tokenizer(jobs, tally, root, name, path, pre, tmpl)
     sweep_classes(jobs, tally, out_dir)
+    sweep_digits(jobs, tally, out_dir)
     print(f"references computed ({time.time() - t0:.1f} s); running the engine on {len(jobs.jobs)} batches")
     jobs.run(tool)
     print(f"engine time (tokenize_ids, one process): {tool.seconds:.1f} s, total {time.time() - t0:.1f} s")
