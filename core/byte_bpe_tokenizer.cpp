@@ -26,7 +26,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "atomic_file.h"
 #include "error.h"
+#include "file_checks.h"
+#include "json_file.h"
 #include "score_bpe_tokenizer.h"  // detail::utf8_sequence_length
 #include "tokenizer.h"
 
@@ -757,17 +760,27 @@ std::string type_of(const json& j) {
                                                                          : std::string();
 }
 
-// Flattens {"type": "Sequence", <key>: [...]} into its members.
+// Flattens {"type": "Sequence", <key>: [...]} into its members, in order, without recursion (the document's depth is
+// bounded when it is read: json_file.h; a file nested 40,000 deep overflowed the stack of the recursive version).
 std::vector<json> flatten(const json& j, const char* key) {
     std::vector<json> out;
     if (j.is_null()) return out;
-    if (type_of(j) == "Sequence" && j.contains(key) && j[key].is_array()) {
-        for (const auto& m : j[key]) {
-            auto sub = flatten(m, key);
-            out.insert(out.end(), sub.begin(), sub.end());
+    struct Frame {
+        const json* seq;
+        size_t next;
+    };
+    auto is_seq = [&](const json& x) { return type_of(x) == "Sequence" && x.contains(key) && x[key].is_array(); };
+    if (!is_seq(j)) return {j};
+    std::vector<Frame> stack{{&j[key], 0}};
+    while (!stack.empty()) {
+        Frame& f = stack.back();
+        if (f.next == f.seq->size()) {
+            stack.pop_back();
+            continue;
         }
-    } else {
-        out.push_back(j);
+        const json& m = (*f.seq)[f.next++];
+        if (is_seq(m)) stack.push_back({&m[key], 0});
+        else out.push_back(m);
     }
     return out;
 }
@@ -838,14 +851,8 @@ int32_t json_id(const json& v, const std::string& where, const std::string& what
 
 std::unique_ptr<Tokenizer> load_tokenizer_json_impl(const std::string& path) {
     const std::string where = "tokenizer.json '" + path + "'";
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw Error(where + ": cannot open the file");
-    json root;
-    try {
-        root = json::parse(f);
-    } catch (const json::exception& e) {
-        throw Error(where + ": not valid JSON: " + e.what());
-    }
+    require_regular_file(path, "tokenizer.json");
+    const json root = parse_json_text(read_text_file(path), where);
     if (!root.is_object() || !root.contains("model") || !root["model"].is_object())
         throw Error(where + ": no \"model\" object (not a Hugging Face tokenizer.json?)");
     const json& model = root["model"];

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "atomic_file.h"
+#include "json_file.h"
 #include "model_loader.h"
 #include "safetensors.h"
 
@@ -72,14 +73,7 @@ private:
     std::string file_;
 };
 
-json parse_json_file(const std::string& path) {
-    const std::string text = read_text_file(path);
-    try {
-        return json::parse(text);
-    } catch (const json::exception& e) {
-        throw Error(path + ": invalid JSON: " + e.what());
-    }
-}
+json parse_json_file(const std::string& path) { return read_json_file(path); }
 
 // RoPE base and scaling. transformers 4.x writes rope_theta at the top level and rope_scaling {"rope_type" or
 // "type", "factor", ...}; transformers 5.x writes rope_parameters {"rope_theta", "rope_type", ...} instead.

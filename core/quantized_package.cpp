@@ -15,6 +15,7 @@
 #include "activation_probe.h"
 #include "atomic_file.h"
 #include "error.h"
+#include "json_file.h"
 #include "int4_pack.h"
 #include "model_loader.h"
 #include "quantizer.h"
@@ -87,13 +88,7 @@ QuantConfig config_from_json(const json& j, const std::string& file) {
     }
 }
 
-json read_json(const std::string& path) {
-    try {
-        return json::parse(read_text_file(path));
-    } catch (const json::exception& e) {
-        throw Error(path + ": invalid JSON: " + e.what());
-    }
-}
+json read_json(const std::string& path) { return read_json_file(path); }
 
 void fsync_path(const std::string& p) {
     FILE* f = std::fopen(p.c_str(), "rb");

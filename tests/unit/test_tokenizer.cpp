@@ -572,6 +572,33 @@ std::string tiny_tokenizer_json(const std::string& pre_tokenizer, const json& me
 }
 const char* kGpt2Pre = R"({"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true})";
 
+// Sequences nested deeper than the reader allows are refused with the file named (40,000 deep crashed the process
+// with a stack overflow, nothing on stderr); a few levels are read as the flat list they stand for.
+TEST(TokenizerByteBpe, DeeplyNestedSequencesAreRefusedNotACrash) {
+    const std::string dir = t::temp_dir("tokdeep");
+    const json merges = json::array({"h e", "l l", "he ll", "o Ġ", "Ġ 1"});
+    // Built as text: nlohmann::json would itself recurse once per level to copy or dump such a document.
+    auto nested = [&](int depth) {
+        std::string pre;
+        for (int i = 0; i < depth; ++i) pre += R"({"type":"Sequence","pretokenizers":[)";
+        pre += kGpt2Pre;
+        for (int i = 0; i < depth; ++i) pre += "]}";
+        std::string text = tiny_tokenizer_json(R"({"type":"SENTINEL"})", merges);
+        const std::string sentinel = R"({"type":"SENTINEL"})";
+        return text.replace(text.find(sentinel), sentinel.size(), pre);
+    };
+    write_file(dir + "/three.json", nested(3));
+    EXPECT_EQ(cushion::load_tokenizer_json(dir + "/three.json")->encode("hello hello", false),
+              (std::vector<int32_t>{8, 3, 4, 8, 3}));
+    for (int depth : {65, 40000}) {
+        const std::string path = dir + "/deep" + std::to_string(depth) + ".json";
+        write_file(path, nested(depth));
+        const std::string e = t::error_of([&] { cushion::load_tokenizer_json(path); });
+        EXPECT_NE(e.find("JSON nested more than 128 levels deep"), std::string::npos) << e;
+        EXPECT_NE(e.find(path), std::string::npos) << e;
+    }
+}
+
 TEST(TokenizerByteBpe, HandMadeVocabulary) {
     const std::string dir = t::temp_dir("tokbb");
     // "o Ġ" and "Ġ 1" would cross pre-token boundaries for some split patterns.
