@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "error.h"
+#include "file_checks.h"
 #include "score_bpe_tokenizer.h"
 #include "tokenizer.h"
 
@@ -356,6 +357,7 @@ std::unique_ptr<Tokenizer> make_score_bpe_tokenizer(std::vector<std::string> pie
 }  // namespace detail
 
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t vocab_size) {
+    require_regular_file(path, "tokenizer.bin");  // a named pipe would block the read, a device never end
     std::ifstream f(path, std::ios::binary);
     if (!f) throw Error("llama2.c tokenizer '" + path + "': cannot open the file");
     const std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -18,6 +18,7 @@
 #include <limits>
 
 #include "error.h"
+#include "file_checks.h"
 #include "score_bpe_tokenizer.h"
 #include "tokenizer.h"
 
@@ -90,6 +91,7 @@ int32_t as_int32(uint64_t v) { return static_cast<int32_t>(static_cast<uint32_t>
 
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path) {
     const std::string where = "SentencePiece model '" + path + "'";
+    require_regular_file(path, "SentencePiece model");  // a named pipe would block the read, a device never end
     std::ifstream f(path, std::ios::binary);
     if (!f) throw Error(where + ": cannot open the file");
     const std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -14,6 +14,7 @@
 #include "mapped_file.h"
 #include "perplexity.h"
 #include "sha256.h"
+#include "tokenizer.h"
 #include "test_support.h"
 
 using namespace cushion;
@@ -39,6 +40,9 @@ TEST(FileChecks, InputsMustBeRegularFiles) {
     expect_quick_error([&] { read_text_file(fifo); }, "named pipe");
     expect_quick_error([&] { sha256_file(fifo); }, "named pipe");
     expect_quick_error([&] { MappedFile m(fifo); }, "named pipe");
+    expect_quick_error([&] { load_sentencepiece_tokenizer(fifo); }, "named pipe");
+    expect_quick_error([&] { load_llama2c_tokenizer(fifo, 512); }, "named pipe");
+    expect_quick_error([&] { load_tokenizer_json(fifo); }, "named pipe");
     expect_quick_error([&] { read_documents("/dev/zero"); }, "is a character device");
     expect_quick_error([&] { read_documents(d); }, "is a directory");
     fs::create_symlink(d + "/loop-b", d + "/loop-a");
