@@ -241,6 +241,7 @@ public:
         return it == index_.end() ? nullptr : &tensors_[it->second];
     }
     size_t tensor_count() const { return tensors_.size(); }
+    const std::vector<TensorInfo>& tensors() const { return tensors_; }
 
     // A float32 CPU tensor (rows, cols) from the data, dequantized.
     at::Tensor load(const TensorInfo& ti) const {
@@ -369,8 +370,12 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
     const GValue& tokens = g.get_array("tokenizer.ggml.tokens", T_STRING);
     auto id = [&](const char* key, int64_t def) -> int32_t {
         const int64_t v = g.get_int(key, def);
-        // 0xFFFFFFFF (and anything outside the vocabulary) means "none".
-        return v < 0 || v >= static_cast<int64_t>(tokens.strs.size()) ? -1 : static_cast<int32_t>(v);
+        // -1 and 0xFFFFFFFF mean "none"; any other id outside the vocabulary is an error.
+        if (v == -1 || v == 0xFFFFFFFFLL) return -1;
+        if (v < 0 || v >= static_cast<int64_t>(tokens.strs.size()))
+            throw Error(path + ": metadata " + key + " = " + std::to_string(v) + " is outside the vocabulary (" +
+                        std::to_string(tokens.strs.size()) + " tokens)");
+        return static_cast<int32_t>(v);
     };
     if (tokens.strs.empty()) throw Error(path + ": tokenizer.ggml.tokens is empty");
     if (static_cast<int64_t>(tokens.strs.size()) > vocab)
@@ -393,7 +398,13 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
             if (t.nums.size() != tokens.strs.size())
                 throw Error(path + ": tokenizer.ggml.token_type has " + std::to_string(t.nums.size()) +
                             " entries for " + std::to_string(tokens.strs.size()) + " tokens");
-            for (double d : t.nums) types.push_back(static_cast<int32_t>(d));
+            for (size_t i = 0; i < t.nums.size(); ++i) {
+                const double d = t.nums[i];
+                if (!(d >= 0 && d <= 6))  // llama.cpp's token types: 1 normal ... 6 byte (0: undefined)
+                    throw Error(path + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] = " + std::to_string(d) +
+                                " is not a token type (0-6)");
+                types.push_back(static_cast<int32_t>(d));
+            }
         }
         return make_score_bpe_tokenizer(tokens.strs, std::move(scores), std::move(types),
                                         id("tokenizer.ggml.bos_token_id", 1), id("tokenizer.ggml.eos_token_id", 2),
@@ -409,7 +420,13 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
             if (t.nums.size() != tokens.strs.size())
                 throw Error(path + ": tokenizer.ggml.token_type has " + std::to_string(t.nums.size()) +
                             " entries for " + std::to_string(tokens.strs.size()) + " tokens");
-            for (double d : t.nums) types.push_back(static_cast<int32_t>(d));
+            for (size_t i = 0; i < t.nums.size(); ++i) {
+                const double d = t.nums[i];
+                if (!(d >= 0 && d <= 6))  // llama.cpp's token types: 1 normal ... 6 byte (0: undefined)
+                    throw Error(path + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] = " + std::to_string(d) +
+                                " is not a token type (0-6)");
+                types.push_back(static_cast<int32_t>(d));
+            }
         }
         // The engine's <bos> is the token every document (and every cushion) starts with. A tokenizer that adds no
         // BOS (tokenizer.ggml.add_bos_token = false: SmolLM2, Qwen2, GPT-2) has none of its own; its documents then
@@ -508,8 +525,10 @@ std::shared_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
     const int64_t C = c.dim, H = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.kv_dim(), V = c.vocab_size;
     const size_t total = static_cast<size_t>(3 + (c.qkv_bias ? 12 : 9) * c.n_layers);
     size_t done = 0;
+    std::set<std::string> taken;
     auto take = [&](const std::string& name, std::vector<int64_t> expect, bool required = true) -> at::Tensor {
         const TensorInfo* ti = g.find(name);
+        taken.insert(name);
         if (!ti) {
             if (required) throw Error(path + ": missing tensor " + name);
             return at::Tensor();
@@ -552,6 +571,18 @@ std::shared_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
             if (L.bq.defined()) L.bq = interleaved_to_half(L.bq, c.n_heads);
             if (L.bk.defined()) L.bk = interleaved_to_half(L.bk, c.n_kv_heads);
         }
+    }
+    // Every tensor of the file is one the metadata's architecture reads: extra blocks (block_count = 4 with blk.4.*
+    // present ran 4 layers of a 5-layer model) or unknown tensors mean the metadata does not describe the file.
+    for (const TensorInfo& ti : g.tensors()) {
+        if (taken.count(ti.name)) continue;
+        if (ti.name == "rope_freqs.weight") {  // Llama 3.1's RoPE frequency factors: the scaling is ignored (above)
+            model->warnings.push_back("tensor rope_freqs.weight in " + path + " (RoPE scaling factors) is ignored");
+            continue;
+        }
+        throw Error(path + ": tensor " + ti.name + " is not part of the " + arch + " model the metadata describes (" +
+                    arch + ".block_count = " + std::to_string(c.n_layers) + (c.qkv_bias ? ", q/k/v biases" : "") +
+                    "); the file's metadata and tensors disagree");
     }
     check_shapes(c, w, path);
     for (const auto& name : non_finite_tensors(c, w)) model->warnings.push_back("tensor " + name + " contains NaN/Inf");

@@ -1,5 +1,7 @@
 #include "model_config.h"
 
+#include <cmath>
+
 #include <sstream>
 
 #include "error.h"
@@ -36,7 +38,8 @@ void ModelConfig::validate(const std::string& source) const {
     if (arch == Arch::Llama && head_dim % 2 != 0)
         throw Error(source + ": head_dim " + std::to_string(head_dim) + " is odd; RoPE needs an even head size");
     if (!(norm_eps > 0 && norm_eps < 1)) throw Error(source + ": norm epsilon " + std::to_string(norm_eps) + " is not in (0, 1)");
-    if (!(rope_theta > 0)) throw Error(source + ": rope_theta " + std::to_string(rope_theta) + " must be positive");
+    if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+        throw Error(source + ": rope_theta " + std::to_string(rope_theta) + " must be positive and finite");
     if (rope_type != "default" && rope_type != "linear" && rope_type != "llama3")
         throw Error(source + ": RoPE type '" + rope_type + "' is not supported (default, linear, llama3)");
     if (rope_type != "default" && !(rope_factor > 0))

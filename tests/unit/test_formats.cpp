@@ -454,6 +454,10 @@ struct TinyOptions {
     bool nan = false;
     uint32_t version = 3;
     std::string tokenizer = "llama";
+    std::string extra_tensor;       // an F32 (C) tensor of this name beyond what the metadata describes
+    uint32_t bos = 1;               // tokenizer.ggml.bos_token_id
+    int32_t token_type_3 = 1;       // tokenizer.ggml.token_type of token 3
+    float rope_base = 500000.f;     // rope.freq_base
 };
 
 // A one-layer model: C=32, H=64, 4 heads (head_dim 8), 2 KV heads, vocab 32, with F16, BF16 and Q8_0 tensors.
@@ -471,7 +475,7 @@ TinyGguf make_tiny_gguf(const TinyOptions& o = {}) {
     b.kv_u32(a + ".block_count", 1);
     b.kv_u32(a + ".attention.head_count", 4);
     b.kv_u32(a + ".attention.head_count_kv", 2);
-    b.kv_f32(a + ".rope.freq_base", 500000.f);
+    b.kv_f32(a + ".rope.freq_base", o.rope_base);
     b.kv_f32(a + ".attention.layer_norm_rms_epsilon", 1e-6f);
     // Every metadata value type, which the loader must read past.
     b.kv_raw("x.u8", 0, GgufBuilder::enc<uint8_t>(200));
@@ -506,13 +510,13 @@ TinyGguf make_tiny_gguf(const TinyOptions& o = {}) {
     for (char ch = 'a'; toks.size() < size_t(V); ++ch) {
         toks.push_back(std::string(toks.size() % 2 ? "\xe2\x96\x81" : "") + ch);
         scores.push_back(-float(toks.size()));
-        types.push_back(1);
+        types.push_back(toks.size() == 4 ? o.token_type_3 : 1);
     }
     b.kv_str("tokenizer.ggml.model", o.tokenizer);
     b.kv_str_array("tokenizer.ggml.tokens", toks);
     b.kv_array<float>("tokenizer.ggml.scores", 6, scores);
     b.kv_array<int32_t>("tokenizer.ggml.token_type", 5, types);
-    b.kv_u32("tokenizer.ggml.bos_token_id", 1);
+    b.kv_u32("tokenizer.ggml.bos_token_id", o.bos);
     b.kv_u32("tokenizer.ggml.eos_token_id", 2);
     b.kv_u32("tokenizer.ggml.unknown_token_id", 0);
     b.kv_u32("tokenizer.ggml.padding_token_id", 0xFFFFFFFFu);
@@ -580,6 +584,7 @@ TinyGguf make_tiny_gguf(const TinyOptions& o = {}) {
     add_q8("blk.0.ffn_down.weight", C, H);
     add_f32("blk.0.ffn_up.weight", {H, C});
     add_f32("blk.0.ffn_norm.weight", {C});
+    if (!o.extra_tensor.empty()) add_f32(o.extra_tensor, {C});
     r.bytes = b.build(o.version);
     return r;
 }
@@ -699,6 +704,37 @@ TEST(GgufTest, TinyModelDequantizesF16Bf16Q80) {
         EXPECT_EQ(m->tokenizer->bos_id(), 1);
         EXPECT_TRUE(m->warnings.empty());
     }
+}
+
+// The metadata must describe the file: tensors beyond block_count or unknown ones, special ids outside the
+// vocabulary, token types that do not exist and a non-finite RoPE base are refused, naming the key or tensor (they
+// were accepted: block_count 4 with blk.4.* present ran 4 of 5 layers).
+TEST(GgufTest, MetadataThatDisagreesWithTheTensorsIsRefused) {
+    auto error_for = [](const TinyOptions& o) {
+        const std::string p = write_temp("gguf-meta", "tiny.gguf", make_tiny_gguf(o).bytes);
+        return error_of([&] { load_gguf(p, {}); });
+    };
+    TinyOptions o;
+    EXPECT_EQ(error_for(o), "<no error>");
+    o.extra_tensor = "blk.1.attn_norm.weight";
+    EXPECT_ERROR_HAS(error_for(o), "tensor blk.1.attn_norm.weight is not part of the llama model");
+    EXPECT_ERROR_HAS(error_for(o), "block_count = 1");
+    o.extra_tensor = "mystery.weight";
+    EXPECT_ERROR_HAS(error_for(o), "tensor mystery.weight is not part of");
+    o = {};
+    o.bos = 99;
+    EXPECT_ERROR_HAS(error_for(o), "tokenizer.ggml.bos_token_id = 99 is outside the vocabulary");
+    o = {};
+    o.bos = 0xFFFFFFFFu;  // "none"
+    EXPECT_EQ(error_for(o), "<no error>");
+    for (int32_t bad : {7, -1, 99}) {
+        o = {};
+        o.token_type_3 = bad;
+        EXPECT_ERROR_HAS(error_for(o), "tokenizer.ggml.token_type[3]");
+    }
+    o = {};
+    o.rope_base = INFINITY;
+    EXPECT_ERROR_HAS(error_for(o), "rope_theta inf must be positive and finite");
 }
 
 TEST(GgufTest, HalfAndBf16BitPatterns) {
