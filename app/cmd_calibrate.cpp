@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -148,6 +149,21 @@ std::string show_piece(const Model& m, int32_t t) {
 
 }  // namespace
 
+namespace {
+// Runs a restore from the checkpoint's `field` metadata; its errors name the checkpoint file and the field.
+void in_checkpoint(const std::string& path, const char* field, const std::function<void()>& restore) {
+    try {
+        restore();
+    } catch (const Cancelled&) {
+        throw;
+    } catch (const Error& e) {
+        throw Error(path + " (checkpoint, metadata '" + field + "'): " + e.what());
+    } catch (const json::exception& e) {
+        throw Error(path + " (checkpoint, metadata '" + field + "'): a field is missing or of the wrong type: " + e.what());
+    }
+}
+}  // namespace
+
 int cmd_calibrate(int argc, char** argv) {
     Args a(argc, argv, 2, with({"pruned", "resume"}, common_flags()),
            with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
@@ -204,7 +220,7 @@ int cmd_calibrate(int argc, char** argv) {
     if (a.has("resume")) {
         if (!std::filesystem::exists(ck_path)) throw Error("--resume: checkpoint " + ck_path + " does not exist");
         ck = load_calib_checkpoint(ck_path);
-        search.restore(ck.search_state);
+        in_checkpoint(ck_path, "search", [&] { search.restore(ck.search_state); });
         if (!quiet)
             std::fprintf(stderr, "resumed from %s: prefix of %zu tokens, L_q %.6g%s\n", ck_path.c_str(),
                          search.prefix().size(), search.loss(), ck.tune_state.empty() ? "" : ", tuning in progress");
@@ -248,7 +264,7 @@ int cmd_calibrate(int argc, char** argv) {
     json jtune = json::array();
     if (to.epochs > 0) {
         tuner = std::make_unique<PrefixTuner>(mc, greedy, docs, to);
-        if (!ck.tune_state.empty()) tuner->restore(ck.tensors, ck.tune_state);
+        if (!ck.tune_state.empty()) in_checkpoint(ck_path, "tune", [&] { tuner->restore(ck.tensors, ck.tune_state); });
         if (!quiet && !tuner->done())
             std::fprintf(stderr, "tuning: %zu documents, %lld batches x %d epochs, lr %g, lambda %g\n",
                          tuner->documents(), (long long)tuner->batches_per_epoch(), to.epochs, to.lr, to.lambda);

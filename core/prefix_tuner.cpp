@@ -338,6 +338,8 @@ void PrefixTuner::load_state(const std::string& path) {
         restore(tensors, get("tune"));
     } catch (const Error& e) {
         throw Error(path + ": " + e.what());
+    } catch (const json::exception& e) {  // a field missing or of the wrong type in the "tune" metadata
+        throw Error(path + ": tuning state (metadata 'tune'): " + e.what());
     }
 }
 
@@ -363,7 +365,12 @@ void PrefixTuner::restore(const std::map<std::string, at::Tensor>& tensors, cons
             auto it = tensors.find(name);
             if (it == tensors.end()) throw Error("tuning state: tensor " + name + " missing");
             if (it->second.sizes() != like.sizes()) throw Error("tuning state: tensor " + name + " has the wrong shape");
-            return it->second.to(like.device(), at::kFloat).contiguous();
+            if (!at::isFloatingType(it->second.scalar_type()))
+                throw Error("tuning state: tensor " + name + " is not floating-point");
+            at::Tensor t = it->second.to(at::kFloat);
+            // A NaN/Inf K/V (or Adam moment) would be tuned on and written into a cushion every command rejects.
+            if (!at::isfinite(t).all().item<bool>()) throw Error("tuning state: tensor " + name + " contains NaN or Inf");
+            return t.to(like.device()).contiguous();
         };
         k.push_back(get("tune.k." + s, k_[l]));
         v.push_back(get("tune.v." + s, v_[l]));
@@ -390,10 +397,14 @@ void PrefixTuner::restore(const std::map<std::string, at::Tensor>& tensors, cons
         r.seconds = h.value("seconds", 0.0);
         hist.push_back(r);
     }
+    // Every field read before anything changes: a bad one leaves the tuner as it was.
+    const decltype(epoch_) epoch = j.at("epoch");
+    const decltype(batch_) batch = j.at("batch");
+    const decltype(t_) t = j.at("t");
     k_ = k; v_ = v; mk_ = mk; vk_ = vk; mv_ = mv; vv_ = vv;
-    epoch_ = j.at("epoch");
-    batch_ = j.at("batch");
-    t_ = j.at("t");
+    epoch_ = epoch;
+    batch_ = batch;
+    t_ = t;
     history_ = std::move(hist);
     order_ = epoch_order(epoch_);
 }

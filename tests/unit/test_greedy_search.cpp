@@ -18,6 +18,7 @@
 #include "prefix_tuner.h"
 #include "quant_loss.h"
 #include "quantizer.h"
+#include "safetensors.h"
 #include "test_support.h"
 #include "tiny_models.h"
 
@@ -894,4 +895,28 @@ TEST(PrefixTuner, StateFileResumesTuningExactly) {
     save_cushion(c, dir + "/a.cushion");
     EXPECT_NE(error_of([&] { e.load_state(dir + "/a.cushion"); }).find("not a tuner state"), std::string::npos);
     EXPECT_NE(error_of([&] { e.load_state(dir + "/missing.tuner"); }), "<no error>");
+    // A state whose tuned K/V holds NaN (tuning on would write a cushion every command rejects), or whose JSON
+    // has a field of the wrong type: refused with the file and the tensor or field named, nothing changed.
+    {
+        SafetensorsFile f(path);
+        std::vector<std::pair<std::string, at::Tensor>> ts;
+        for (const auto& n : f.names()) ts.push_back({n, f.get(n).clone()});
+        for (auto& [n, t] : ts)
+            if (n == "tune.k.1") t.view(-1)[0] = NAN;
+        save_safetensors(dir + "/nan.tuner", ts, f.metadata());
+        auto meta = f.metadata();
+        auto tune = nlohmann::json::parse(meta["tune"]);
+        tune["epoch"] = "one";
+        meta["tune"] = tune.dump();
+        for (auto& [n, t] : ts)
+            if (n == "tune.k.1") t = f.get(n).clone();
+        save_safetensors(dir + "/badjson.tuner", ts, meta);
+    }
+    PrefixTuner g(m, c, kTuneDocs, o);
+    std::string err = error_of([&] { g.load_state(dir + "/nan.tuner"); });
+    EXPECT_NE(err.find("tensor tune.k.1 contains NaN or Inf"), std::string::npos) << err;
+    EXPECT_NE(err.find("nan.tuner"), std::string::npos) << err;
+    err = error_of([&] { g.load_state(dir + "/badjson.tuner"); });
+    EXPECT_NE(err.find("badjson.tuner: tuning state (metadata 'tune')"), std::string::npos) << err;
+    EXPECT_EQ(g.steps_done(), 0);
 }
