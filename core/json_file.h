@@ -14,8 +14,11 @@ constexpr int kMaxJsonDepth = 128;
 
 nlohmann::json read_json_file(const std::string& path);
 nlohmann::json parse_json_text(const std::string& text, const std::string& where);
+// The same keeping the keys in file order (files whose text is hashed, e.g. a package's quantization.json).
+nlohmann::ordered_json read_ordered_json_file(const std::string& path);
 
 // Throws Error naming `where` if `j` nests deeper than `limit` arrays/objects.
 void check_json_depth(const nlohmann::json& j, const std::string& where, int limit = kMaxJsonDepth);
+void check_json_depth(const nlohmann::ordered_json& j, const std::string& where, int limit = kMaxJsonDepth);
 
 }  // namespace cushion

@@ -88,7 +88,7 @@ QuantConfig config_from_json(const json& j, const std::string& file) {
     }
 }
 
-json read_json(const std::string& path) { return read_json_file(path); }
+json read_json(const std::string& path) { return read_ordered_json_file(path); }
 
 void fsync_path(const std::string& p) {
     FILE* f = std::fopen(p.c_str(), "rb");
@@ -492,6 +492,8 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
             at::Tensor scale = f.get(sname);
             if (scale.scalar_type() != at::kFloat || scale.dim() != 2)
                 throw Error(mpath + ": " + sname + " must be a float32 (out, groups) matrix");
+            if (!at::isfinite(scale).all().item<bool>())
+                throw Error(mpath + ": " + sname + " contains NaN or Inf (the weights it scales would be NaN)");
             at::Tensor codes;
             if (cfg.wbits == 4) {
                 if (!f.contains(name + "_packed")) throw Error(mpath + ": missing tensor " + name + "_packed");

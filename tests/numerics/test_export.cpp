@@ -200,6 +200,38 @@ TEST(Export, LoadModelOnAPackageGivesItsWeightsWithAWarning) {
 
 // ------------------------------------------------------------------------------------ integrity
 
+// A weight scale that is NaN (hashes made to match, as a tool that rewrote the file would) is refused on load with
+// the tensor named; it evaluated to perplexity "nan", and --kernels int8 failed with libtorch's own words.
+TEST(Export, NonFiniteWeightScaleIsRefused) {
+    auto [m, n] = make_tiny(TinySpec{});
+    const std::string dir = temp_dir("export-nan-scale") + "/pkg";
+    write_package(*m, make_cushion(*m, {1}), dir, tiny_options(w8a8_static_sq()));
+    std::string victim;
+    {
+        SafetensorsFile f(dir + "/model.safetensors");
+        std::vector<std::pair<std::string, at::Tensor>> ts;
+        for (const auto& name : f.names()) {
+            at::Tensor t = f.get(name).clone();
+            if (victim.empty() && name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0 &&
+                name.find("input") == std::string::npos) {
+                t.view(-1)[0] = NAN;
+                victim = name;
+            }
+            ts.push_back({name, t});
+        }
+        ASSERT_FALSE(victim.empty());
+        save_safetensors(dir + "/model.safetensors.new", ts, f.metadata());
+    }
+    fs::rename(dir + "/model.safetensors.new", dir + "/model.safetensors");
+    auto j = nlohmann::json::parse(read_text_file(dir + "/quantization.json"));
+    j["files"]["model.safetensors"] = sha256_file(dir + "/model.safetensors");
+    j.erase("self_sha256");
+    j["self_sha256"] = sha256_hex(j.dump(2) + "\n");
+    write_text_atomically(dir + "/quantization.json", j.dump(2));
+    const std::string e = error_of([&] { load_package(dir); });
+    EXPECT_NE(e.find(victim + " contains NaN or Inf"), std::string::npos) << e;
+}
+
 TEST(Export, FlippedByteIsCaughtNamingTheFile) {
     auto [m, n] = make_tiny(TinySpec{});
     const std::string dir = temp_dir("export-flip") + "/pkg";
