@@ -378,6 +378,23 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
         return static_cast<int32_t>(v);
     };
     if (tokens.strs.empty()) throw Error(path + ": tokenizer.ggml.tokens is empty");
+    // tokenizer.ggml.token_type, one per token, each a llama.cpp token type (1 normal ... 6 byte; 0 undefined).
+    auto token_types = [&]() {
+        std::vector<int32_t> types;
+        if (!g.has("tokenizer.ggml.token_type")) return types;
+        const GValue& t = g.get_array("tokenizer.ggml.token_type", T_I32, true);
+        if (t.nums.size() != tokens.strs.size())
+            throw Error(path + ": tokenizer.ggml.token_type has " + std::to_string(t.nums.size()) + " entries for " +
+                        std::to_string(tokens.strs.size()) + " tokens");
+        for (size_t i = 0; i < t.nums.size(); ++i) {
+            const double d = t.nums[i];
+            if (!(d >= 0 && d <= 6))
+                throw Error(path + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] = " + std::to_string(d) +
+                            " is not a token type (0-6)");
+            types.push_back(static_cast<int32_t>(d));
+        }
+        return types;
+    };
     if (static_cast<int64_t>(tokens.strs.size()) > vocab)
         throw Error(path + ": the tokenizer has " + std::to_string(tokens.strs.size()) +
                     " tokens but the embedding only " + std::to_string(vocab) + " rows");
@@ -392,20 +409,7 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
         } else {
             scores.assign(tokens.strs.size(), 0.0f);
         }
-        std::vector<int32_t> types;
-        if (g.has("tokenizer.ggml.token_type")) {
-            const GValue& t = g.get_array("tokenizer.ggml.token_type", T_I32, true);
-            if (t.nums.size() != tokens.strs.size())
-                throw Error(path + ": tokenizer.ggml.token_type has " + std::to_string(t.nums.size()) +
-                            " entries for " + std::to_string(tokens.strs.size()) + " tokens");
-            for (size_t i = 0; i < t.nums.size(); ++i) {
-                const double d = t.nums[i];
-                if (!(d >= 0 && d <= 6))  // llama.cpp's token types: 1 normal ... 6 byte (0: undefined)
-                    throw Error(path + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] = " + std::to_string(d) +
-                                " is not a token type (0-6)");
-                types.push_back(static_cast<int32_t>(d));
-            }
-        }
+        std::vector<int32_t> types = token_types();
         return make_score_bpe_tokenizer(tokens.strs, std::move(scores), std::move(types),
                                         id("tokenizer.ggml.bos_token_id", 1), id("tokenizer.ggml.eos_token_id", 2),
                                         id("tokenizer.ggml.unknown_token_id", 0));
@@ -414,20 +418,7 @@ std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_
         std::vector<std::string> merges;
         if (g.has("tokenizer.ggml.merges")) merges = g.get_array("tokenizer.ggml.merges", T_STRING).strs;
         const std::string pre = g.has("tokenizer.ggml.pre") ? g.get_str("tokenizer.ggml.pre") : "default";
-        std::vector<int32_t> types;
-        if (g.has("tokenizer.ggml.token_type")) {
-            const GValue& t = g.get_array("tokenizer.ggml.token_type", T_I32, true);
-            if (t.nums.size() != tokens.strs.size())
-                throw Error(path + ": tokenizer.ggml.token_type has " + std::to_string(t.nums.size()) +
-                            " entries for " + std::to_string(tokens.strs.size()) + " tokens");
-            for (size_t i = 0; i < t.nums.size(); ++i) {
-                const double d = t.nums[i];
-                if (!(d >= 0 && d <= 6))  // llama.cpp's token types: 1 normal ... 6 byte (0: undefined)
-                    throw Error(path + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] = " + std::to_string(d) +
-                                " is not a token type (0-6)");
-                types.push_back(static_cast<int32_t>(d));
-            }
-        }
+        std::vector<int32_t> types = token_types();
         // The engine's <bos> is the token every document (and every cushion) starts with. A tokenizer that adds no
         // BOS (tokenizer.ggml.add_bos_token = false: SmolLM2, Qwen2, GPT-2) has none of its own; its documents then
         // start with the separator its pretraining put between documents, <|endoftext|> where the vocabulary has it
