@@ -54,10 +54,11 @@ std::vector<CudaDeviceInfo> cuda_devices() {
 
 bool cuda_mem_get_info(int index, int64_t* free_bytes, int64_t* total_bytes) {
 #if CUSHION_WITH_CUDA
-    if (cuda_device_count() == 0) return false;
+    const int n = cuda_device_count();
+    if (n == 0) return false;
     const c10::DeviceIndex want =
         index < 0 ? c10::cuda::current_device() : static_cast<c10::DeviceIndex>(index);
-    if (want >= c10::cuda::device_count()) return false;
+    if (want >= n) return false;
     c10::cuda::CUDAGuard guard(want);
     size_t f = 0, t = 0;
     if (cudaMemGetInfo(&f, &t) != cudaSuccess) {

@@ -7,7 +7,7 @@
 #      and --kernels int8 through at::_int_mm;
 #   4. the Llama-2-7B-shaped prefill / decode / search-step benchmark (ours) and the same with transformers;
 #   5. one summary: $OUT/summary.md (and the logs and JSON beside it).
-# Fits in about 8 minutes on an H200. Without a GPU it says so and exits 1.
+# Meant to fit in 8 minutes of GPU time (not yet run on a GPU: an estimate). Without a GPU it says so and exits 1.
 #   usage: bash tests/gpu/gpu_check.sh [OUT_DIR]       (OUT_DIR defaults to $OUT, else gpu-check-out)
 #   env:   CUSHION_PYTHON (default /opt/torch/.venv/bin/python, else .venv/bin/python), JOBS, LAYERS (32)
 set -uo pipefail

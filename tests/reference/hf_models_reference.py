@@ -42,8 +42,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np
 import torch
+
+from refcheck import compare_logits, read_documents
 
 LOGIT_RTOL = 1e-4  # max |diff| / max |logit|
 PPL_RTOL = 1e-4    # |ppl_ours / ppl_theirs - 1|
@@ -189,18 +190,6 @@ class RefTokenizer:
         return self.sp.encode(text) if self.sp is not None else self.tk.encode(text, add_special_tokens=False).ids
 
 
-def read_documents(path):
-    """core/perplexity.cpp read_documents: lines split at \\n, a trailing \\r dropped, lines of only spaces and
-    tabs skipped."""
-    docs = []
-    for line in open(path, "rb").read().split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.strip(b" \t"):
-            docs.append(line.decode("utf-8"))
-    return docs
-
-
 class Engine:
     """The three `cushion` runs for one model, started together in the background (they overlap with
     transformers' side); each result is waited for when needed."""
@@ -254,15 +243,7 @@ def check_model(args, name):
     with torch.no_grad():
         theirs = model(torch.tensor([logit_ids])).logits[0].float()
     try:
-        T, V = map(int, engine.result("logits").split())
-        ours = torch.from_numpy(np.fromfile(engine.out_bin, dtype="<f4").reshape(T, V))
-        if ours.shape != theirs.shape:
-            raise RuntimeError(f"shape {tuple(ours.shape)} vs transformers {tuple(theirs.shape)}")
-        diff, scale = (ours - theirs).abs().max().item(), theirs.abs().max().item()
-        same_argmax = int((ours.argmax(-1) == theirs.argmax(-1)).sum())
-        good = diff <= LOGIT_RTOL * scale
-        print(f"(a) logits, {T} tokens x {V}: max |diff| {diff:.3g}, max |logit| {scale:.4g}, ratio {diff / scale:.3g} "
-              f"(limit {LOGIT_RTOL:g}); argmax agrees at {same_argmax}/{T} positions: {'ok' if good else 'FAIL'}")
+        good = compare_logits(engine.out_bin, engine.result("logits"), theirs, LOGIT_RTOL)
         ok &= good
     except Exception as e:  # noqa: BLE001 - reported, the other checks still run
         ok = failed("(a) logits", e)

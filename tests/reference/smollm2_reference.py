@@ -73,17 +73,6 @@ def fail_exit(msg):
     sys.exit(1)
 
 
-def read_documents(path):
-    """core/perplexity.cpp read_documents: lines split at \\n, a trailing \\r dropped, blank lines skipped."""
-    docs = []
-    for line in open(path, "rb").read().split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.strip(b" \t"):
-            docs.append(line.decode("utf-8"))
-    return docs
-
-
 def numeric_code_points():
     """Every code point that Oniguruma's \\p{N} or tokenizers' Digits pre-tokenizer holds (where the engine's digit split
     could differ from the reference; the classes of all others are swept by reference_tokenizers_hf)."""
@@ -151,13 +140,13 @@ def main():
         fail_exit(f"{a.model} is missing: run `{FETCH}` (from the source tree) to fetch SmolLM2-135M-Instruct")
     os.makedirs(a.work, exist_ok=True)
 
-    import numpy as np
     import tokenizers
     import torch
     import transformers
     from tokenizers import pre_tokenizers
     from transformers import AutoTokenizer
     import refcommon as rc
+    from refcheck import compare_logits, read_documents
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     transformers.utils.logging.disable_progress_bar()
     print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, torch {torch.__version__}; "
@@ -247,15 +236,7 @@ def main():
     with torch.no_grad():
         theirs = model(torch.tensor([logit_ids])).logits[0].float()
     try:
-        T, V = map(int, runs["logits"].result().split())
-        ours = torch.from_numpy(np.fromfile(logits_bin, dtype="<f4").reshape(T, V))
-        if ours.shape != theirs.shape:
-            raise RuntimeError(f"shape {tuple(ours.shape)} vs transformers {tuple(theirs.shape)}")
-        diff, scale = (ours - theirs).abs().max().item(), theirs.abs().max().item()
-        same = int((ours.argmax(-1) == theirs.argmax(-1)).sum())
-        good = diff <= LOGIT_RTOL * scale
-        print(f"(a) logits, {T} tokens x {V}: max |diff| {diff:.3g}, max |logit| {scale:.4g}, ratio {diff / scale:.3g} "
-              f"(limit {LOGIT_RTOL:g}); argmax agrees at {same}/{T} positions: {'ok' if good else 'FAIL'}")
+        good = compare_logits(logits_bin, runs["logits"].result(), theirs, LOGIT_RTOL)
         ok &= good
     except Exception as e:  # noqa: BLE001 - reported; the other checks still run
         print(f"(a) logits: FAIL: {e}")
