@@ -18,7 +18,7 @@ For each the engine must give:
     GGUFReader's metadata); the rewrite the same fingerprint;
   * the same tensors as gguf-py: write_hf_dir's model.safetensors (the engine's weights as loaded, float32) equal
     gguf-py's dequantization (gguf.quants.dequantize) of every tensor, bit for bit, after llama.cpp's Q/K permutation;
-  * `cushion ppl --json` on the first 3 documents of tinystories-eval.txt: the rewrite and qwen2 exactly the original's
+  * `cushion ppl --json` on the first 3 documents of tinystories-eval.txt: the rewrite exactly the original's, qwen2 within 1e-7
     perplexity (same tokens, same logits), q8_0 within 1% of it;
   * gpt2-vocab: its tokenizer (the GGUF "gpt2" path, ignore_merges as llama.cpp does for llama-bpe) gives
     HF tokenizers' ids on the sample texts and edge strings.
@@ -257,9 +257,12 @@ def main():
     if info["gpt2-vocab"]["tokenizer"] != "byte-bpe":
         fail(f"gpt2-vocab: tokenizer kind {info['gpt2-vocab']['tokenizer']}")
     base = ppl["original"]["ppl"]
-    for v in ("rewrite", "qwen2"):
-        if ppl[v]["ppl"] != base or ppl[v]["tokens"] != ppl["original"]["tokens"]:
-            fail(f"{v}: ppl {ppl[v]['ppl']!r} ({ppl[v]['tokens']} tokens), original {base!r}")
+    # The rewrite is the same model computed the same way: bit for bit. The qwen2 copy has the same weights (checked
+    # bit for bit below) but q/k/v biases (zero), so its products run as addmm instead of mm: float rounding only
+    # (2.5e-8 relative seen once on a loaded machine; equal in other runs).
+    for v, tol in (("rewrite", 0.0), ("qwen2", 1e-7)):
+        if not abs(ppl[v]["ppl"] / base - 1) <= tol or ppl[v]["tokens"] != ppl["original"]["tokens"]:
+            fail(f"{v}: ppl {ppl[v]['ppl']!r} ({ppl[v]['tokens']} tokens), original {base!r} (tolerance {tol:g})")
     for v, tol in (("q8_0", 0.01),):
         if not abs(ppl[v]["ppl"] / base - 1) < tol:
             fail(f"{v}: ppl {ppl[v]['ppl']} vs original {base}: more than {tol:.1%} apart")
