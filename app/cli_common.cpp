@@ -6,10 +6,10 @@
 #include <cstdio>
 
 #include "cli_progress.h"
-#include "error.h"
-#include "int8_kernels.h"
-#include "model_loader.h"
-#include "resources.h"
+#include "base/error.h"
+#include "package/int8_kernels.h"
+#include "package/open_target.h"
+#include "base/resources.h"
 
 namespace cushion::cli {
 

@@ -6,10 +6,10 @@
 #include <string>
 
 #include "cli_args.h"
-#include "cushion.h"
-#include "model.h"
-#include "quant_config.h"
-#include "quantized_package.h"
+#include "cushion/cushion.h"
+#include "model/model.h"
+#include "quant/quant_config.h"
+#include "package/quantized_package.h"
 
 namespace cushion::cli {
 

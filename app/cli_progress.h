@@ -4,7 +4,7 @@
 #include <chrono>
 #include <string>
 
-#include "progress.h"
+#include "base/progress.h"
 
 namespace cushion::cli {
 

@@ -8,14 +8,14 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "calib_checkpoint.h"
+#include "cushion/calib_checkpoint.h"
 #include "cli_common.h"
 #include "cli_progress.h"
-#include "cushion.h"
-#include "greedy_search.h"
-#include "perplexity.h"
-#include "prefix_tuner.h"
-#include "quant_config.h"
+#include "cushion/cushion.h"
+#include "cushion/greedy_search.h"
+#include "model/perplexity.h"
+#include "cushion/prefix_tuner.h"
+#include "quant/quant_config.h"
 
 namespace cushion::cli {
 

@@ -7,15 +7,15 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "activation_probe.h"
+#include "model/activation_probe.h"
 #include "cli_common.h"
 #include "cli_progress.h"
-#include "generation.h"
-#include "perplexity.h"
+#include "model/generation.h"
+#include "model/perplexity.h"
 #include "png_writer.h"
-#include "cuda_info.h"
-#include "device_memory.h"
-#include "threads.h"
+#include "base/cuda_info.h"
+#include "base/device_memory.h"
+#include "base/threads.h"
 
 namespace cushion::cli {
 

@@ -8,11 +8,11 @@
 
 #include "cli_common.h"
 #include "cli_progress.h"
-#include "cushion.h"
-#include "device_memory.h"
-#include "model_loader.h"
-#include "perplexity.h"
-#include "quantized_package.h"
+#include "cushion/cushion.h"
+#include "base/device_memory.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
+#include "package/quantized_package.h"
 
 namespace cushion::cli {
 

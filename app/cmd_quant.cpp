@@ -8,12 +8,12 @@
 
 #include "cli_common.h"
 #include "cli_progress.h"
-#include "cushion.h"
-#include "model_loader.h"
-#include "outlier_planting.h"
-#include "outlier_report.h"
-#include "perplexity.h"
-#include "quantized_model.h"
+#include "cushion/cushion.h"
+#include "package/open_target.h"
+#include "analysis/outlier_planting.h"
+#include "analysis/outlier_report.h"
+#include "model/perplexity.h"
+#include "quant/quantized_model.h"
 
 namespace cushion::cli {
 

@@ -7,7 +7,7 @@
 
 #include "cli_common.h"
 #include "cli_progress.h"
-#include "threads.h"
+#include "base/threads.h"
 
 using namespace cushion;
 using namespace cushion::cli;

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <fstream>
 
-#include "atomic_file.h"
-#include "error.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
 
 namespace cushion::cli {
 

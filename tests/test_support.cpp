@@ -1,6 +1,6 @@
 #include "test_support.h"
 
-#include "error.h"
+#include "base/error.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -72,7 +72,7 @@ std::string error_of(const std::function<void()>& f) {
 
 #include <gtest/gtest.h>
 
-#include "threads.h"
+#include "base/threads.h"
 
 // The tests use the same thread count as the executables they are compared with (results depend on
 // the reduction order, i.e. on the thread count, in the last digits).

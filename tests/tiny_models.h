@@ -5,9 +5,9 @@
 #include <memory>
 #include <random>
 
-#include "model.h"
+#include "model/model.h"
 #include "numerics/naive_reference.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace cushion::test {
 

@@ -18,7 +18,7 @@
 #include <cmath>
 
 #include "colormap.h"
-#include "resources.h"
+#include "base/resources.h"
 
 namespace studio {
 

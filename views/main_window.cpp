@@ -43,7 +43,7 @@
 #include "progress_bar.h"
 #include "prompt_panel.h"
 #include "quant_panel.h"
-#include "resources.h"
+#include "base/resources.h"
 #include "search_panel.h"
 #include "tune_panel.h"
 

@@ -1,6 +1,6 @@
 #include "search_panel.h"
 
-#include "greedy_search.h"
+#include "cushion/greedy_search.h"
 
 #include <QAbstractTableModel>
 #include <QAreaSeries>

@@ -2,15 +2,15 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
-#include "cushion.h"
-#include "error.h"
-#include "greedy_search.h"
-#include "model.h"
-#include "perplexity.h"
-#include "prefix_tuner.h"
-#include "quant_config.h"
-#include "quantized_model.h"
-#include "quantized_package.h"
+#include "cushion/cushion.h"
+#include "base/error.h"
+#include "cushion/greedy_search.h"
+#include "model/model.h"
+#include "model/perplexity.h"
+#include "cushion/prefix_tuner.h"
+#include "quant/quant_config.h"
+#include "quant/quantized_model.h"
+#include "package/quantized_package.h"
 
 #include "search_workers.h"
 

@@ -3,15 +3,15 @@
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
-#include "activation_probe.h"
-#include "cushion.h"
-#include "error.h"
-#include "model.h"
-#include "model_loader.h"
-#include "perplexity.h"
-#include "quant_config.h"
-#include "quantized_model.h"
-#include "quantized_package.h"
+#include "model/activation_probe.h"
+#include "cushion/cushion.h"
+#include "base/error.h"
+#include "model/model.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
+#include "quant/quant_config.h"
+#include "quant/quantized_model.h"
+#include "package/quantized_package.h"
 
 #include "search_workers.h"
 #include "workers.h"

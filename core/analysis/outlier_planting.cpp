@@ -1,12 +1,12 @@
-#include "outlier_planting.h"
+#include "analysis/outlier_planting.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
 
-#include "activation_probe.h"
-#include "error.h"
+#include "model/activation_probe.h"
+#include "base/error.h"
 
 namespace cushion {
 

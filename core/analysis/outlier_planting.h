@@ -19,7 +19,7 @@
 #pragma once
 #include <memory>
 
-#include "model.h"
+#include "model/model.h"
 
 namespace cushion {
 

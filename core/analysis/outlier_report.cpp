@@ -1,4 +1,4 @@
-#include "outlier_report.h"
+#include "analysis/outlier_report.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -7,9 +7,9 @@
 #include <map>
 #include <set>
 
-#include "activation_probe.h"
-#include "error.h"
-#include "perplexity.h"
+#include "model/activation_probe.h"
+#include "base/error.h"
+#include "model/perplexity.h"
 
 namespace cushion {
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "activation_hook.h"
-#include "model.h"
-#include "progress.h"
+#include "model/activation_hook.h"
+#include "model/model.h"
+#include "base/progress.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "atomic_file.h"
+#include "base/atomic_file.h"
 
 #include <cstdlib>
 
@@ -17,8 +17,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "error.h"
-#include "file_checks.h"
+#include "base/error.h"
+#include "base/file_checks.h"
 
 namespace cushion {
 

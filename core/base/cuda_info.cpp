@@ -1,4 +1,4 @@
-#include "cuda_info.h"
+#include "base/cuda_info.h"
 
 #include <ATen/Context.h>
 #include <torch/version.h>

@@ -1,6 +1,6 @@
-#include "device_memory.h"
+#include "base/device_memory.h"
 
-#include "cuda_info.h"
+#include "base/cuda_info.h"
 
 #include <cstdio>
 #include <fstream>

@@ -1,11 +1,11 @@
-#include "file_checks.h"
+#include "base/file_checks.h"
 
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

@@ -1,10 +1,10 @@
-#include "json_file.h"
+#include "base/json_file.h"
 
 #include <utility>
 #include <vector>
 
-#include "atomic_file.h"
-#include "error.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
 
 namespace cushion {
 

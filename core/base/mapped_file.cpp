@@ -1,4 +1,4 @@
-#include "mapped_file.h"
+#include "base/mapped_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "file_checks.h"
+#include "base/file_checks.h"
 
 namespace cushion {
 

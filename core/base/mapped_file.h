@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

@@ -3,7 +3,7 @@
 #include <functional>
 #include <string>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

@@ -1,9 +1,9 @@
-#include "resources.h"
+#include "base/resources.h"
 
 #include <cstdlib>
 #include <filesystem>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 namespace fs = std::filesystem;

@@ -1,11 +1,11 @@
-#include "sha256.h"
+#include "base/sha256.h"
 
 #include <cstring>
 #include <fstream>
 #include <vector>
 
-#include "error.h"
-#include "file_checks.h"
+#include "base/error.h"
+#include "base/file_checks.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "threads.h"
+#include "base/threads.h"
 
 #include <ATen/Parallel.h>
 #include <unistd.h>

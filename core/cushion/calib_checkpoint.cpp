@@ -1,13 +1,13 @@
-#include "calib_checkpoint.h"
+#include "cushion/calib_checkpoint.h"
 
 #include <ATen/ATen.h>
 
 #include <nlohmann/json.hpp>
 
-#include "error.h"
-#include "greedy_search.h"
-#include "prefix_tuner.h"
-#include "safetensors.h"
+#include "base/error.h"
+#include "cushion/greedy_search.h"
+#include "cushion/prefix_tuner.h"
+#include "formats/safetensors.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "cushion.h"
+#include "cushion/cushion.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -6,8 +6,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "error.h"
-#include "safetensors.h"
+#include "base/error.h"
+#include "formats/safetensors.h"
 
 namespace cushion {
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "kv_cache.h"
-#include "model.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
 
 namespace cushion {
 

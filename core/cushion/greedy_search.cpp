@@ -1,6 +1,6 @@
-#include "greedy_search.h"
+#include "cushion/greedy_search.h"
 
-#include "device_memory.h"
+#include "base/device_memory.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -13,11 +13,11 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
-#include "cushion.h"
-#include "error.h"
-#include "quant_config.h"
-#include "sha256.h"
-#include "threads.h"
+#include "cushion/cushion.h"
+#include "base/error.h"
+#include "quant/quant_config.h"
+#include "base/sha256.h"
+#include "base/threads.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-// Step 1 of CushionCache (method.md): the greedy prefix search, as a steppable engine.
+// Step 1 of CushionCache (resources/docs/method.md): the greedy prefix search, as a steppable engine.
 //
 // The search holds a prefix (the start tokens, then one accepted token per step) and one calibration
 // sample of n tokens. Each step scores every candidate token t by the quantization loss
@@ -30,10 +30,10 @@
 #include <string>
 #include <vector>
 
-#include "kv_cache.h"
-#include "model.h"
-#include "progress.h"
-#include "quant_loss.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "base/progress.h"
+#include "quant/quant_loss.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "prefix_tuner.h"
+#include "cushion/prefix_tuner.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -7,10 +7,10 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "error.h"
-#include "perplexity.h"
-#include "quant_config.h"
-#include "safetensors.h"
+#include "base/error.h"
+#include "model/perplexity.h"
+#include "quant/quant_config.h"
+#include "formats/safetensors.h"
 
 namespace cushion {
 

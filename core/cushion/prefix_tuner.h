@@ -1,4 +1,4 @@
-// Step 2 of CushionCache (method.md): prefix tuning, as a steppable engine.
+// Step 2 of CushionCache (resources/docs/method.md): prefix tuning, as a steppable engine.
 //
 // The cushion's per-layer K and V (batch 1, keys after RoPE) become trainable float32 tensors; the model
 // stays frozen. Each step takes one batch of calibration documents (each without its <bos>: the cushion
@@ -29,10 +29,10 @@
 #include <string>
 #include <vector>
 
-#include "cushion.h"
-#include "model.h"
-#include "progress.h"
-#include "quant_loss.h"
+#include "cushion/cushion.h"
+#include "model/model.h"
+#include "base/progress.h"
+#include "quant/quant_loss.h"
 
 namespace cushion {
 

@@ -3,14 +3,14 @@
 // exact in float32 (an fp16 factor has at most 11 significant bits, a sub-block scale at most 7, a quant at most
 // 6: 24 bits at most), so only the final "- m" / "+ m" rounds, and the results are bit for bit the reference's
 // whatever the compiler does; fused multiply-adds are turned off anyway, so that the code computes what it says.
-#include "gguf_blocks.h"
+#include "formats/gguf_blocks.h"
 
 #include <ATen/Parallel.h>
 
 #include <cstring>
 #include <limits>
 
-#include "error.h"
+#include "base/error.h"
 
 #if defined(__clang__)
 #pragma clang fp contract(off)

@@ -9,9 +9,9 @@
 #include <map>
 #include <set>
 
-#include "gguf_blocks.h"
-#include "mapped_file.h"
-#include "model_loader.h"
+#include "formats/gguf_blocks.h"
+#include "base/mapped_file.h"
+#include "formats/model_loader.h"
 
 namespace cushion {
 

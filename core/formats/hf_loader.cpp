@@ -12,10 +12,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "atomic_file.h"
-#include "json_file.h"
-#include "model_loader.h"
-#include "safetensors.h"
+#include "base/atomic_file.h"
+#include "base/json_file.h"
+#include "formats/model_loader.h"
+#include "formats/safetensors.h"
 
 namespace cushion {
 

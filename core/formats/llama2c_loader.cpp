@@ -3,9 +3,8 @@
 
 #include <filesystem>
 
-#include "mapped_file.h"
-#include "model_loader.h"
-#include "quantized_package.h"
+#include "base/mapped_file.h"
+#include "formats/model_loader.h"
 
 namespace cushion {
 
@@ -168,35 +167,6 @@ std::shared_ptr<Model> load_llama2c(const std::string& path, const LoadOptions& 
     model->source = path;
     model->format = "llama2c";
     return model;
-}
-
-std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
-    std::error_code ec;
-    if (!fs::exists(path, ec)) throw Error(path + ": no such file or directory");
-    std::shared_ptr<Model> m;
-    if (is_package_directory(path)) {
-        // An exported package: its weights (dequantized from the integer codes, SmoothQuant folded). Its
-        // activation quantizer and cushion come only with load_package (as `cushion eval/generate DIR` do).
-        LoadPackageOptions po;
-        po.tokenizer_path = opts.tokenizer_path;
-        po.progress = opts.progress;
-        m = load_package(path, po)->model;
-        m->warnings.push_back(path + " is a quantized package: loaded its weights only; its static activation "
-                              "quantization and cushion apply through load_package (cushion eval / generate " + path + ")");
-        return m;
-    }
-    if (fs::is_directory(path, ec)) {
-        m = load_hf_directory(path, opts);
-    } else {
-        MappedFile f(path);
-        const bool gguf = f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0;
-        if (gguf) m = load_gguf(path, opts);
-        else if (path.size() > 5 && path.substr(path.size() - 5) == ".gguf")
-            throw Error(path + ": not a GGUF file (wrong magic)");
-        else m = load_llama2c(path, opts);
-    }
-    m->fingerprint();  // cached while the weights are float32 on the CPU
-    return m;
 }
 
 }  // namespace cushion

@@ -5,8 +5,8 @@
 #include <utility>
 #include <vector>
 
-#include "model.h"
-#include "progress.h"
+#include "model/model.h"
+#include "base/progress.h"
 
 namespace cushion {
 
@@ -15,11 +15,10 @@ struct LoadOptions {
     ProgressFn progress;
 };
 
-// Dispatches on what `path` is: a package exported by `cushion export` (a directory with quantization.json:
-// its weights dequantized from the integer codes, see quantized_package.h), a directory (Hugging Face),
-// *.gguf / GGUF magic, else llama2.c.
-// Result is on the CPU in float32. Throws Error naming file, offset, tensor or field.
-std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts = {});
+// Dispatches on what `path` is: a directory (Hugging Face), *.gguf / GGUF magic, else llama2.c. (An exported
+// package is a layer above: package/open_target.h's load_model opens those too.)
+// Result is on the CPU in float32, its fingerprint computed. Throws Error naming file, offset, tensor or field.
+std::shared_ptr<Model> load_model_file(const std::string& path, const LoadOptions& opts = {});
 
 std::shared_ptr<Model> load_llama2c(const std::string& path, const LoadOptions& opts);
 std::shared_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opts);

@@ -1,4 +1,4 @@
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <ATen/ATen.h>
 
@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "atomic_file.h"
-#include "error.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
 
 namespace cushion {
 

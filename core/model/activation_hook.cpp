@@ -1,4 +1,4 @@
-#include "activation_hook.h"
+#include "model/activation_hook.h"
 
 #include <cstring>
 

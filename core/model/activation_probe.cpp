@@ -1,4 +1,4 @@
-#include "activation_probe.h"
+#include "model/activation_probe.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>

@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "activation_hook.h"
+#include "model/activation_hook.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "generation.h"
+#include "model/generation.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

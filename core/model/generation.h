@@ -7,8 +7,8 @@
 #include <functional>
 #include <vector>
 
-#include "kv_cache.h"
-#include "model.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
 
 namespace cushion {
 

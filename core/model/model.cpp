@@ -1,4 +1,4 @@
-#include "model.h"
+#include "model/model.h"
 
 #include <ATen/ATen.h>
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -6,8 +6,8 @@
 #include <cmath>
 #include <sstream>
 
-#include "error.h"
-#include "sha256.h"
+#include "base/error.h"
+#include "base/sha256.h"
 
 namespace cushion {
 

@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "activation_hook.h"
-#include "kv_cache.h"
-#include "model_config.h"
-#include "model_weights.h"
-#include "tokenizer.h"
+#include "model/activation_hook.h"
+#include "model/kv_cache.h"
+#include "model/model_config.h"
+#include "model/model_weights.h"
+#include "tokenizer/tokenizer.h"
 
 namespace cushion {
 

@@ -1,10 +1,10 @@
-#include "model_config.h"
+#include "model/model_config.h"
 
 #include <cmath>
 
 #include <sstream>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

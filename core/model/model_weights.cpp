@@ -1,10 +1,10 @@
-#include "model_weights.h"
+#include "model/model_weights.h"
 
 #include <ATen/ATen.h>
 
 #include <sstream>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "perplexity.h"
+#include "model/perplexity.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -8,8 +8,8 @@
 #include <fstream>
 #include <numeric>
 
-#include "error.h"
-#include "file_checks.h"
+#include "base/error.h"
+#include "base/file_checks.h"
 
 namespace cushion {
 

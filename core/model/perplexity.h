@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "activation_hook.h"
-#include "kv_cache.h"
-#include "model.h"
-#include "progress.h"
+#include "model/activation_hook.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "base/progress.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "int8_kernels.h"
+#include "package/int8_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -9,9 +9,9 @@
 #include <cmath>
 #include <map>
 
-#include "error.h"
-#include "quantized_package.h"
-#include "quantizer.h"
+#include "base/error.h"
+#include "package/quantized_package.h"
+#include "quant/quantizer.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "quantized_package.h"
+#include "package/quantized_package.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -12,17 +12,17 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "activation_probe.h"
-#include "atomic_file.h"
-#include "error.h"
-#include "json_file.h"
-#include "int4_pack.h"
-#include "model_loader.h"
-#include "quantizer.h"
-#include "safetensors.h"
-#include "sha256.h"
-#include "smoothquant.h"
-#include "tokenizer.h"
+#include "model/activation_probe.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
+#include "base/json_file.h"
+#include "quant/int4_pack.h"
+#include "formats/model_loader.h"
+#include "quant/quantizer.h"
+#include "formats/safetensors.h"
+#include "base/sha256.h"
+#include "quant/smoothquant.h"
+#include "tokenizer/tokenizer.h"
 
 namespace cushion {
 

@@ -31,13 +31,13 @@
 #include <string>
 #include <vector>
 
-#include "cushion.h"
-#include "model.h"
-#include "perplexity.h"
-#include "progress.h"
-#include "quant_config.h"
-#include "quantized_model.h"
-#include "quantizer.h"
+#include "cushion/cushion.h"
+#include "model/model.h"
+#include "model/perplexity.h"
+#include "base/progress.h"
+#include "quant/quant_config.h"
+#include "quant/quantized_model.h"
+#include "quant/quantizer.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "calibration.h"
+#include "quant/calibration.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <numeric>
 
-#include "error.h"
-#include "perplexity.h"
+#include "base/error.h"
+#include "model/perplexity.h"
 
 namespace cushion {
 

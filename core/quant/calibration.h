@@ -2,8 +2,8 @@
 // for per-tensor static activation quantization and SmoothQuant.
 //
 // With a prefix (cushion) the documents run as [prefix KV] + their tokens, without their own <bos>
-// (method.md, "Inputs with a cushion"): the prefix's tokens live only in the KV cache and never reach the
-// hook, so they are excluded from the ranges automatically (method.md: "Static ranges must be calibrated
+// (resources/docs/method.md, "Inputs with a cushion"): the prefix's tokens live only in the KV cache and never reach the
+// hook, so they are excluded from the ranges automatically (resources/docs/method.md: "Static ranges must be calibrated
 // with the cushion in place (prefix KV prepended, prefix excluded)").
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -13,10 +13,10 @@
 #include <limits>
 #include <vector>
 
-#include "activation_hook.h"
-#include "kv_cache.h"
-#include "model.h"
-#include "progress.h"
+#include "model/activation_hook.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "base/progress.h"
 
 namespace cushion {
 

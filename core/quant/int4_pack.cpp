@@ -1,11 +1,11 @@
-#include "int4_pack.h"
+#include "quant/int4_pack.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <string>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

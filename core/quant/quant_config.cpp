@@ -1,10 +1,10 @@
-#include "quant_config.h"
+#include "quant/quant_config.h"
 
 #include <cmath>
 #include <sstream>
 
-#include "error.h"
-#include "quantizer.h"
+#include "base/error.h"
+#include "quant/quantizer.h"
 
 namespace cushion {
 

@@ -4,7 +4,7 @@
 //   per output channel or group-wise. Embeddings, positional embeddings, norms and the LM head stay in
 //   full precision.
 // - Activations at the chosen linear-input sites (default: all four) — asymmetric min-max with one of
-//   three granularities (method.md, "Evaluation").
+//   three granularities (resources/docs/method.md, "Evaluation").
 // - Optional SmoothQuant migration folded into the norms before weight quantization.
 // - Optional KV-cache quantization of the new tokens' keys (after RoPE) and values: asymmetric min-max
 //   per head and per token (one scale/zero for each head_dim vector). A prefix (cushion) KV is stored,
@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <string>
 
-#include "activation_hook.h"
+#include "model/activation_hook.h"
 
 namespace cushion {
 

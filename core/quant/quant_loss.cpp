@@ -1,11 +1,11 @@
-#include "quant_loss.h"
+#include "quant/quant_loss.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "activation_probe.h"
-#include "error.h"
-#include "quantizer.h"
+#include "model/activation_probe.h"
+#include "base/error.h"
+#include "quant/quantizer.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-// The quantization loss L_q of method.md, the objective of the cushion search and a term of prefix tuning:
+// The quantization loss L_q of resources/docs/method.md, the objective of the cushion search and a term of prefix tuning:
 //     L_q = sum over the chosen activation tensors A of || A - Q(A) ||_2^2
 // with Q per-tensor asymmetric min-max quantization (quantizer.h) with `bits` bits, its min/max taken over
 // the real tokens of A only. Here every batch row is its own "sequence" (a candidate prefix, a document):
@@ -18,8 +18,8 @@
 #include <array>
 #include <vector>
 
-#include "activation_hook.h"
-#include "model.h"
+#include "model/activation_hook.h"
+#include "model/model.h"
 
 namespace cushion {
 

@@ -1,13 +1,13 @@
-#include "quantized_model.h"
+#include "quant/quantized_model.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 
-#include "activation_probe.h"
-#include "error.h"
-#include "quantizer.h"
+#include "model/activation_probe.h"
+#include "base/error.h"
+#include "quant/quantizer.h"
 
 namespace cushion {
 

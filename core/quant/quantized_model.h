@@ -19,13 +19,13 @@
 #include <string>
 #include <vector>
 
-#include "activation_hook.h"
-#include "calibration.h"
-#include "model.h"
-#include "perplexity.h"
-#include "progress.h"
-#include "quant_config.h"
-#include "smoothquant.h"
+#include "model/activation_hook.h"
+#include "quant/calibration.h"
+#include "model/model.h"
+#include "model/perplexity.h"
+#include "base/progress.h"
+#include "quant/quant_config.h"
+#include "quant/smoothquant.h"
 
 namespace cushion {
 

@@ -1,4 +1,4 @@
-#include "quantizer.h"
+#include "quant/quantizer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -6,7 +6,7 @@
 #include <limits>
 #include <string>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

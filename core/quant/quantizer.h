@@ -1,5 +1,5 @@
 // Quantizer primitives: the exact arithmetic every quantized path (simulated model, calibration,
-// quantization loss, export) shares. See shared/docs/method.md, "Quantization loss" and "Evaluation".
+// quantization loss, export) shares. See resources/docs/method.md, "Quantization loss" and "Evaluation".
 //
 // Activations: asymmetric min-max, b bits (4, 6, 8 or 16), from a range [min, max] of the data itself
 // (the range is NOT widened to include 0; positive-only or negative-only data get a zero point outside

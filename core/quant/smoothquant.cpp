@@ -1,9 +1,9 @@
-#include "smoothquant.h"
+#include "quant/smoothquant.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "error.h"
+#include "base/error.h"
 
 namespace cushion {
 

@@ -14,8 +14,8 @@
 #include <memory>
 #include <vector>
 
-#include "calibration.h"
-#include "model.h"
+#include "quant/calibration.h"
+#include "model/model.h"
 
 namespace cushion {
 

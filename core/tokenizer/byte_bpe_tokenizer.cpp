@@ -26,12 +26,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "atomic_file.h"
-#include "error.h"
-#include "file_checks.h"
-#include "json_file.h"
-#include "score_bpe_tokenizer.h"  // detail::utf8_sequence_length
-#include "tokenizer.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
+#include "base/file_checks.h"
+#include "base/json_file.h"
+#include "tokenizer/score_bpe_tokenizer.h"  // detail::utf8_sequence_length
+#include "tokenizer/tokenizer.h"
 
 namespace cushion {
 namespace {
@@ -267,7 +267,7 @@ struct NfcDecomposition {
     uint32_t cp, a, b;  // cp -> a b (b == 0: a singleton)
     uint8_t composes;   // cp is a primary composite: a + b compose back to it
 };
-#include "unicode_nfc_data.inc"
+#include "tokenizer/unicode_nfc_data.inc"
 
 constexpr uint32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
 constexpr uint32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;

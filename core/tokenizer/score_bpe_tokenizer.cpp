@@ -22,10 +22,10 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "error.h"
-#include "file_checks.h"
-#include "score_bpe_tokenizer.h"
-#include "tokenizer.h"
+#include "base/error.h"
+#include "base/file_checks.h"
+#include "tokenizer/score_bpe_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace cushion {
 namespace {

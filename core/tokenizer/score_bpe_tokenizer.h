@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace cushion::detail {
 

@@ -1,6 +1,6 @@
 // The shared part of the Tokenizer interface. The three implementations live in
 // score_bpe_tokenizer.cpp, sentencepiece_tokenizer.cpp and byte_bpe_tokenizer.cpp.
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace cushion {
 

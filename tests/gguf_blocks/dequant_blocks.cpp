@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "error.h"
-#include "gguf_blocks.h"
-#include "model_loader.h"
+#include "base/error.h"
+#include "formats/gguf_blocks.h"
+#include "package/open_target.h"
 
 int main(int argc, char** argv) {
     using namespace cushion;

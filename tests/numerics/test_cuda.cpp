@@ -4,15 +4,15 @@
 
 #include <cstdio>
 
-#include "cuda_info.h"
-#include "cushion.h"
-#include "device_memory.h"
-#include "generation.h"
-#include "greedy_search.h"
-#include "int8_kernels.h"
-#include "quantized_package.h"
-#include "model_loader.h"
-#include "perplexity.h"
+#include "base/cuda_info.h"
+#include "cushion/cushion.h"
+#include "base/device_memory.h"
+#include "model/generation.h"
+#include "cushion/greedy_search.h"
+#include "package/int8_kernels.h"
+#include "package/quantized_package.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
 #include "test_support.h"
 #include "tiny_models.h"
 

@@ -9,15 +9,15 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "calib_checkpoint.h"
-#include "cushion.h"
-#include "greedy_search.h"
-#include "model_loader.h"
-#include "outlier_planting.h"
-#include "perplexity.h"
-#include "prefix_tuner.h"
-#include "quant_loss.h"
-#include "quantized_model.h"
+#include "cushion/calib_checkpoint.h"
+#include "cushion/cushion.h"
+#include "cushion/greedy_search.h"
+#include "package/open_target.h"
+#include "analysis/outlier_planting.h"
+#include "model/perplexity.h"
+#include "cushion/prefix_tuner.h"
+#include "quant/quant_loss.h"
+#include "quant/quantized_model.h"
 #include "test_support.h"
 
 using namespace cushion;

@@ -10,15 +10,15 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "atomic_file.h"
-#include "cushion.h"
-#include "error.h"
-#include "model_loader.h"
-#include "perplexity.h"
-#include "quantized_model.h"
-#include "quantized_package.h"
-#include "safetensors.h"
-#include "sha256.h"
+#include "base/atomic_file.h"
+#include "cushion/cushion.h"
+#include "base/error.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
+#include "quant/quantized_model.h"
+#include "package/quantized_package.h"
+#include "formats/safetensors.h"
+#include "base/sha256.h"
 #include "test_support.h"
 #include "tiny_models.h"
 

@@ -3,9 +3,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "activation_probe.h"
-#include "generation.h"
-#include "perplexity.h"
+#include "model/activation_probe.h"
+#include "model/generation.h"
+#include "model/perplexity.h"
 #include "tiny_models.h"
 
 using namespace cushion;

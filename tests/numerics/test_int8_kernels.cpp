@@ -7,12 +7,12 @@
 
 #include <functional>
 
-#include "cushion.h"
-#include "error.h"
-#include "int8_kernels.h"
-#include "model_loader.h"
-#include "perplexity.h"
-#include "quantized_package.h"
+#include "cushion/cushion.h"
+#include "base/error.h"
+#include "package/int8_kernels.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
+#include "package/quantized_package.h"
 #include "test_support.h"
 #include "tiny_models.h"
 

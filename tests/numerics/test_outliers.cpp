@@ -4,10 +4,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "model_loader.h"
-#include "outlier_planting.h"
-#include "outlier_report.h"
-#include "perplexity.h"
+#include "package/open_target.h"
+#include "analysis/outlier_planting.h"
+#include "analysis/outlier_report.h"
+#include "model/perplexity.h"
 #include "test_support.h"
 
 using namespace cushion;

@@ -2,10 +2,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "activation_probe.h"
-#include "model_loader.h"
-#include "outlier_planting.h"
-#include "perplexity.h"
+#include "model/activation_probe.h"
+#include "package/open_target.h"
+#include "analysis/outlier_planting.h"
+#include "model/perplexity.h"
 #include "test_support.h"
 
 using namespace cushion;
@@ -47,8 +47,8 @@ TEST(Planted, KeepsFunctionAndPlantsMassiveActivations) {
 
 #include <nlohmann/json.hpp>
 
-#include "cushion.h"
-#include "quantized_model.h"
+#include "cushion/cushion.h"
+#include "quant/quantized_model.h"
 
 namespace {
 std::vector<std::vector<int32_t>> eval_docs(const Model& m) {

@@ -10,15 +10,15 @@
 #include <cstdio>
 #include <functional>
 
-#include "activation_probe.h"
-#include "calibration.h"
-#include "error.h"
-#include "model_loader.h"
-#include "perplexity.h"
-#include "quant_loss.h"
-#include "quantized_model.h"
-#include "quantizer.h"
-#include "smoothquant.h"
+#include "model/activation_probe.h"
+#include "quant/calibration.h"
+#include "base/error.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
+#include "quant/quant_loss.h"
+#include "quant/quantized_model.h"
+#include "quant/quantizer.h"
+#include "quant/smoothquant.h"
 #include "test_support.h"
 #include "tiny_models.h"
 

@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "generation.h"
-#include "model_loader.h"
-#include "perplexity.h"
+#include "model/generation.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
 #include "test_support.h"
 
 using namespace cushion;

@@ -4,9 +4,9 @@
 #include <ATen/core/grad_mode.h>
 #include <benchmark/benchmark.h>
 
-#include "model_loader.h"
-#include "resources.h"
-#include "threads.h"
+#include "package/open_target.h"
+#include "base/resources.h"
+#include "base/threads.h"
 
 using namespace cushion;
 

@@ -17,13 +17,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "error.h"
-#include "generation.h"
-#include "greedy_search.h"
-#include "model.h"
-#include "model_weights.h"
-#include "score_bpe_tokenizer.h"
-#include "tokenizer.h"
+#include "base/error.h"
+#include "model/generation.h"
+#include "cushion/greedy_search.h"
+#include "model/model.h"
+#include "model/model_weights.h"
+#include "tokenizer/score_bpe_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace cushion;
 using json = nlohmann::json;

@@ -11,12 +11,12 @@
 #include <cstdio>
 #include <functional>
 
-#include "greedy_search.h"
-#include "model_loader.h"
-#include "perplexity.h"
-#include "quant_loss.h"
-#include "resources.h"
-#include "threads.h"
+#include "cushion/greedy_search.h"
+#include "package/open_target.h"
+#include "model/perplexity.h"
+#include "quant/quant_loss.h"
+#include "base/resources.h"
+#include "base/threads.h"
 
 using namespace cushion;
 

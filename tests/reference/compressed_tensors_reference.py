@@ -234,7 +234,10 @@ def check_scheme(a, model_path, cushion_file, scheme, docs_text):
         ok = False
     docs = [[tok.bos] + tok.encode(line) for line in read_documents(docs_text)]
     t0 = time.time()
-    ppl, n = perplexities(model, docs, prefix_ids, ks, vs, kv["last_logits"], model.config.max_position_embeddings)
+    # `cushion eval` of a package truncates each document (<bos> included) to context - P + 1 tokens, so that the
+    # cushion and the text fit the context (QuantizedPackage::max_doc_tokens); every mode here runs those documents
+    max_len = model.config.max_position_embeddings - len(prefix_ids) + 1
+    ppl, n = perplexities(model, docs, prefix_ids, ks, vs, kv["last_logits"], max_len)
     rel = abs(ppl["kv"] / want - 1)
     good = n == want_tokens and rel <= PPL_RTOL
     print(f"  perplexity ({n} tokens, cushion eval {want_tokens}; {time.time() - t0:.1f} s): "
@@ -258,8 +261,7 @@ def check_scheme(a, model_path, cushion_file, scheme, docs_text):
             return scale * ((torch.round(x * (1.0 / scale) + z)).clamp(-h, h - 1) - z)
         ctf.fake_quantize = reciprocal
         try:
-            alt, _ = perplexities(model, docs, prefix_ids, ks, vs, kv["last_logits"],
-                                  model.config.max_position_embeddings, modes=("kv",))
+            alt, _ = perplexities(model, docs, prefix_ids, ks, vs, kv["last_logits"], max_len, modes=("kv",))
         finally:
             ctf.fake_quantize = real
         print(f"  noise floor: compressed-tensors with x * (1/s) for x / s gives {alt['kv']:.6f} "

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "cushion.h"
-#include "model_loader.h"
+#include "cushion/cushion.h"
+#include "package/open_target.h"
 
 int main(int argc, char** argv) {
     if (argc != 4 && argc != 5) {

@@ -29,8 +29,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model_loader.h"
-#include "tokenizer.h"
+#include "package/open_target.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "model_loader.h"
+#include "package/open_target.h"
 
 int main(int argc, char** argv) {
     if (argc != 3) {

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <map>
 
-#include "cushion.h"
-#include "safetensors.h"
+#include "cushion/cushion.h"
+#include "formats/safetensors.h"
 #include "test_support.h"
 #include "tiny_models.h"
 

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "device_memory.h"
-#include "greedy_search.h"
+#include "base/device_memory.h"
+#include "cushion/greedy_search.h"
 
 using namespace cushion;
 

@@ -9,12 +9,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "atomic_file.h"
-#include "file_checks.h"
-#include "mapped_file.h"
-#include "perplexity.h"
-#include "sha256.h"
-#include "tokenizer.h"
+#include "base/atomic_file.h"
+#include "base/file_checks.h"
+#include "base/mapped_file.h"
+#include "model/perplexity.h"
+#include "base/sha256.h"
+#include "tokenizer/tokenizer.h"
 #include "test_support.h"
 
 using namespace cushion;

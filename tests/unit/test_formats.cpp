@@ -13,11 +13,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "atomic_file.h"
-#include "error.h"
-#include "mapped_file.h"
-#include "model_loader.h"
-#include "safetensors.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
+#include "base/mapped_file.h"
+#include "formats/model_loader.h"
+#include "formats/safetensors.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;

@@ -10,15 +10,15 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "calib_checkpoint.h"
-#include "cushion.h"
-#include "error.h"
-#include "greedy_search.h"
-#include "perplexity.h"
-#include "prefix_tuner.h"
-#include "quant_loss.h"
-#include "quantizer.h"
-#include "safetensors.h"
+#include "cushion/calib_checkpoint.h"
+#include "cushion/cushion.h"
+#include "base/error.h"
+#include "cushion/greedy_search.h"
+#include "model/perplexity.h"
+#include "cushion/prefix_tuner.h"
+#include "quant/quant_loss.h"
+#include "quant/quantizer.h"
+#include "formats/safetensors.h"
 #include "test_support.h"
 #include "tiny_models.h"
 

@@ -2,8 +2,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "error.h"
-#include "int4_pack.h"
+#include "base/error.h"
+#include "quant/int4_pack.h"
 
 using namespace cushion;
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "model_loader.h"
+#include "package/open_target.h"
 #include "test_support.h"
 
 using namespace cushion;

@@ -7,9 +7,9 @@
 #include <functional>
 #include <limits>
 
-#include "error.h"
-#include "quant_config.h"
-#include "quantizer.h"
+#include "base/error.h"
+#include "quant/quant_config.h"
+#include "quant/quantizer.h"
 #include "test_support.h"
 
 using namespace cushion;

@@ -16,9 +16,9 @@
 #include <tuple>
 #include <nlohmann/json.hpp>
 
-#include "error.h"
+#include "base/error.h"
 #include "test_support.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 using cushion::Error;
