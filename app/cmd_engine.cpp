@@ -165,8 +165,7 @@ int cmd_ppl(int argc, char** argv) {
     target.apply(&o);
     const auto& m = target.model;
     const auto& cush = target.cushion;
-    const int64_t max_len = m->config.max_seq_len - (cush ? cush->length() - 1 : 0);
-    const auto toks = tokenize_documents(*m, docs, max_len);
+    const auto toks = tokenize_documents(*m, docs, max_document_tokens(*m, cush ? cush->length() : 0));
     ProgressBar bar("perplexity", a.has("quiet"));
     o.progress = bar.fn();
     auto r = perplexity(*m, toks, o);
@@ -221,7 +220,7 @@ int cmd_probe(int argc, char** argv) {
     std::vector<std::string> docs = a.has("text") ? read_documents(a.get("text")) : std::vector<std::string>{a.get("prompt")};
     auto m = load_model_from_args(a);
     auto cush = cushion_from_args(a, *m);
-    auto toks = tokenize_documents(*m, docs, m->config.max_seq_len - (cush ? cush->length() - 1 : 0));
+    auto toks = tokenize_documents(*m, docs, max_document_tokens(*m, cush ? cush->length() : 0));
     if (cush)
         for (auto& d : toks) d.erase(d.begin());  // the cushion provides <bos>
     for (auto& d : toks)

@@ -82,7 +82,7 @@ int cmd_export(int argc, char** argv) {
     Cushion cush = load_cushion(cushion_file);
     check_cushion_fits(cush, *m, cushion_file);
     // As `cushion eval` with a cushion: documents must fit after it.
-    const int64_t max_len = m->config.max_seq_len - cush.length() + 1;
+    const int64_t max_len = max_document_tokens(*m, cush.length());
     eo.calib_docs = tokenize_documents(*m, calib_lines, max_len);
     eo.eval_docs = tokenize_documents(*m, eval_lines, max_len);
     ProgressBar bar("export", a.has("quiet"));

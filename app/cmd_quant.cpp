@@ -106,7 +106,7 @@ int cmd_eval(int argc, char** argv) {
         *cush = cushion_to(*cush, m->device(), m->dtype());
     }
     // With a cushion the documents must fit after it: truncate both runs alike so they predict the same tokens.
-    const int64_t max_len = m->config.max_seq_len - (cush ? cush->length() : 0) + (cush ? 1 : 0);
+    const int64_t max_len = max_document_tokens(*m, cush ? cush->length() : 0);
     const auto eval_toks = tokenize_documents(*m, eval_docs, max_len);
     const auto calib_toks = tokenize_documents(*m, calib_docs, max_len);
     int64_t calib_tokens = 0;
@@ -193,7 +193,7 @@ int cmd_outliers(int argc, char** argv) {
     const int top = static_cast<int>(a.get_int("top", 20, 0, 1 << 20));
     const auto docs = read_documents(a.require("text"));
     auto m = load_model_from_args(a);
-    const auto toks = tokenize_documents(*m, docs, m->config.max_seq_len);
+    const auto toks = tokenize_documents(*m, docs, max_document_tokens(*m, 0));
     ProgressBar bar("outliers", a.has("quiet"));
     o.progress = bar.fn();
     auto rep = find_outlier_tokens(*m, toks, o);

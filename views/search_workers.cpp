@@ -96,10 +96,9 @@ cushion::QuantConfig quantConfig(const QuantSettings& s) {
     return cfg;
 }
 
-std::vector<std::vector<int32_t>> documents(const cushion::Model& m, const QString& path, int64_t max_len, int limit = 0) {
-    auto lines = cushion::read_documents(path.toStdString());
-    if (limit > 0 && static_cast<int>(lines.size()) > limit) lines.resize(limit);
-    return cushion::tokenize_documents(m, lines, max_len);
+// The documents of a text file fitted after a prefix of prefix_len tokens (core/model/documents.h).
+std::vector<std::vector<int32_t>> documents(const cushion::Model& m, const QString& path, int64_t prefix_len, int limit = 0) {
+    return cushion::read_tokenized_documents(m, path.toStdString(), prefix_len, limit);
 }
 
 std::vector<double> toVector(const at::Tensor& t) {
@@ -370,7 +369,7 @@ void TuneWorker::start(const TuneRequest& req) {
         if (!req.init) throw cushion::Error("no cushion to tune: run the search first");
         const cushion::Model& m = *req.model->model;
         report(0.1, "tokenizing the calibration text");
-        auto docs = documents(m, req.calib_path, m.config.max_seq_len);
+        auto docs = documents(m, req.calib_path, 0);
         if (req.settings.doc_tokens > 0)
             for (auto& d : docs)
                 if (static_cast<int64_t>(d.size()) > req.settings.doc_tokens + 1) d.resize(req.settings.doc_tokens + 1);
@@ -443,11 +442,10 @@ void TuneWorker::measure(const PplRequest& req) {
         }
         // As `cushion eval`: with a cushion the documents must fit after it (they lose their <bos>).
         const int64_t fit = std::max<int64_t>(cd ? cd->length() : 0, req.fit_after);
-        const int64_t max_len = m.config.max_seq_len - (fit > 0 ? fit - 1 : 0);
-        const auto eval = documents(m, req.eval_path, max_len, req.eval_docs);
+        const auto eval = documents(m, req.eval_path, fit, req.eval_docs);
         const cushion::QuantConfig cfg = quantConfig(req.quant);
         std::vector<std::vector<int32_t>> calib;
-        if (cfg.needs_calibration()) calib = documents(m, req.calib_path, max_len);
+        if (cfg.needs_calibration()) calib = documents(m, req.calib_path, fit);
         auto out = std::make_shared<PplResult>();
         out->model_key = req.model->model.get();
         out->which = req.which;
@@ -524,10 +522,9 @@ void ExportWorker::exportPackage(const ExportRequest& req) {
         eo.eval_file = req.eval_path.toStdString();
         eo.overwrite = req.overwrite;
         // As `cushion export`: documents must fit after the cushion.
-        const int64_t max_len = m.config.max_seq_len - req.cushion->length() + 1;
         report(0, "tokenizing");
-        eo.calib_docs = documents(m, req.calib_path, max_len);
-        if (!req.eval_path.isEmpty()) eo.eval_docs = documents(m, req.eval_path, max_len, req.eval_docs);
+        eo.calib_docs = documents(m, req.calib_path, req.cushion->length());
+        if (!req.eval_path.isEmpty()) eo.eval_docs = documents(m, req.eval_path, req.cushion->length(), req.eval_docs);
         if (req.eval_docs > 0) eo.eval_file.clear();  // a subset: not the file `verify` would re-measure
         eo.progress = [this](double f, const std::string& w) { return report(f, w); };
         cushion::ExportReport r = cushion::write_package(m, *req.cushion, req.dir.toStdString(), eo);

@@ -421,9 +421,7 @@ void QuantWorker::quantize(const QuantRequest& req) {
         cfg.validate();
 
         auto docs_of = [&](const QString& path, int limit) {
-            auto docs = cushion::read_documents(path.toStdString());
-            if (limit > 0 && static_cast<int>(docs.size()) > limit) docs.resize(limit);
-            return cushion::tokenize_documents(m, docs, m.config.max_seq_len);
+            return cushion::read_tokenized_documents(m, path.toStdString(), 0, limit);
         };
         const auto eval = docs_of(req.eval_path, req.max_eval_docs);
         std::vector<std::vector<int32_t>> calib;
@@ -455,17 +453,9 @@ void QuantWorker::quantize(const QuantRequest& req) {
             std::clamp<int64_t>((int64_t(256) << 20) / std::max<int64_t>(1, int64_t(L) * m.config.dim * 4), 64, 4096);
         PreQuant pre;
         PostQuant post(&pre, L);
-        size_t i = 0;
-        while (i < eval.size()) {
-            size_t j = i;
-            int64_t longest = 0;
-            while (j < eval.size()) {
-                const int64_t len = std::max<int64_t>(longest, static_cast<int64_t>(eval[j].size()));
-                if (j > i && len * int64_t(j - i + 1) > budget) break;
-                longest = len;
-                ++j;
-            }
-            std::vector<std::vector<int32_t>> batch(eval.begin() + i, eval.begin() + j);
+        size_t done = 0;
+        cushion::for_each_batch(eval, budget, cushion::BatchOrder::AsGiven, [&](const std::vector<size_t>& idx) {
+            const auto batch = cushion::gather(eval, idx);
             at::Tensor tokens, valid;
             cushion::pad_batch(batch, &tokens, &valid);
             tokens = tokens.to(m.device());
@@ -482,9 +472,9 @@ void QuantWorker::quantize(const QuantRequest& req) {
             fa.hook = &chain;
             qm->model().forward(tokens, fa);
             post.fp_residual.clear();
-            i = j;
-            if (!report(double(i) / eval.size(), "per-layer error", 0.85, 1.0)) throw cushion::Cancelled();
-        }
+            done += idx.size();
+            if (!report(double(done) / eval.size(), "per-layer error", 0.85, 1.0)) throw cushion::Cancelled();
+        });
         for (int s = 0; s < 4; ++s) {
             result->act_error[s].resize(L);
             for (int l = 0; l < L; ++l)

@@ -9,7 +9,7 @@
 
 #include "model/activation_probe.h"
 #include "base/error.h"
-#include "model/perplexity.h"
+#include "model/documents.h"
 
 namespace cushion {
 
@@ -29,19 +29,9 @@ OutlierReport find_outlier_tokens(const Model& m, const std::vector<std::vector<
     po.top_k = 1;
     std::map<int32_t, OutlierFrequency> freq;
     std::set<std::pair<int64_t, int64_t>> outlier_positions;
-    size_t i = 0;
-    while (i < docs.size()) {
-        std::vector<std::vector<int32_t>> batch;
-        std::vector<int64_t> index;
-        int64_t T = 0;
-        while (i < docs.size()) {
-            const int64_t t = std::max<int64_t>(T, docs[i].size());
-            if (!batch.empty() && t * int64_t(batch.size() + 1) > opts.max_batch_tokens) break;
-            T = t;
-            batch.push_back(docs[i]);
-            index.push_back(i);
-            ++i;
-        }
+    size_t done = 0;
+    for_each_batch(docs, opts.max_batch_tokens, BatchOrder::AsGiven, [&](const std::vector<size_t>& index) {
+        const auto batch = gather(docs, index);
         at::Tensor tokens, valid;
         pad_batch(batch, &tokens, &valid);
         ActivationProbe probe(L, po);
@@ -75,8 +65,9 @@ OutlierReport find_outlier_tokens(const Model& m, const std::vector<std::vector<
                 }
             }
         }
-        report_progress(opts.progress, double(i) / docs.size(), "finding outlier tokens");
-    }
+        done += index.size();
+        report_progress(opts.progress, double(done) / docs.size(), "finding outlier tokens");
+    });
     for (size_t d = 0; d < docs.size(); ++d)
         for (size_t t = 0; t < docs[d].size(); ++t) {
             rep.tokens++;

@@ -10,17 +10,12 @@
 #include <vector>
 
 #include "model/activation_hook.h"
+#include "model/documents.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "base/progress.h"
 
 namespace cushion {
-
-// Non-empty lines of a text file (trailing '\r' stripped). Throws Error if unreadable or empty.
-std::vector<std::string> read_documents(const std::string& path);
-// <bos> + encoding of each document, truncated to max_len tokens.
-std::vector<std::vector<int32_t>> tokenize_documents(const Model& m, const std::vector<std::string>& docs,
-                                                     int64_t max_len);
 
 struct PerplexityOptions {
     const KVCache* prefix = nullptr;   // cushion KV (batch 1)
@@ -41,8 +36,5 @@ struct PerplexityResult {
 // docs: token ids as from tokenize_documents (each starting with <bos>).
 PerplexityResult perplexity(const Model& m, const std::vector<std::vector<int32_t>>& docs,
                             const PerplexityOptions& opts = {});
-
-// Right-pads sequences into a (B, T) int64 batch with a (B, T) validity mask.
-void pad_batch(const std::vector<std::vector<int32_t>>& seqs, at::Tensor* tokens, at::Tensor* valid);
 
 }  // namespace cushion

@@ -603,7 +603,7 @@ void QuantizedPackage::to(c10::Device dev, at::ScalarType dt) {
     cushion = cushion_to(cushion, dev, dt);
 }
 
-int64_t QuantizedPackage::max_doc_tokens() const { return model->config.max_seq_len - cushion.length() + 1; }
+int64_t QuantizedPackage::max_doc_tokens() const { return max_document_tokens(*model, cushion.length()); }
 
 PerplexityResult QuantizedPackage::perplexity(const std::vector<std::vector<int32_t>>& docs,
                                               const PerplexityOptions& opts) const {

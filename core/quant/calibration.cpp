@@ -7,7 +7,7 @@
 #include <numeric>
 
 #include "base/error.h"
-#include "model/perplexity.h"
+#include "model/documents.h"
 
 namespace cushion {
 
@@ -96,29 +96,21 @@ ActRanges calibrate_ranges(const Model& m, const std::vector<std::vector<int32_t
                                  : "") +
                     "; give a longer calibration text");
 
-    std::vector<size_t> order(seqs.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return seqs[a].size() > seqs[b].size(); });
-
     RangeRecorder rec(static_cast<int>(m.config.n_layers), opts);
     report_progress(opts.progress, 0.0, "calibration");
-    size_t i = 0, done = 0;
-    while (i < order.size()) {
-        std::vector<std::vector<int32_t>> batch;
-        const int64_t T = seqs[order[i]].size();
-        while (i < order.size() && (int64_t)(batch.size() + 1) * T <= std::max<int64_t>(opts.max_batch_tokens, T))
-            batch.push_back(seqs[order[i++]]);
+    size_t done = 0;
+    for_each_batch(seqs, opts.max_batch_tokens, BatchOrder::LongestFirst, [&](const std::vector<size_t>& idx) {
         at::Tensor tokens, valid;
-        pad_batch(batch, &tokens, &valid);
+        pad_batch(gather(seqs, idx), &tokens, &valid);
         ForwardArgs fa;
         fa.prefix = with_prefix ? opts.prefix : nullptr;
         fa.hook = &rec;
         fa.valid = valid;
         fa.skip_logits = true;
         m.forward(tokens, fa);
-        done += batch.size();
+        done += idx.size();
         report_progress(opts.progress, double(done) / seqs.size(), "calibration");
-    }
+    });
     ActRanges r;
     rec.finish(&r);
     r.tokens = total;
