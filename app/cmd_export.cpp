@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "cli_common.h"
 #include "cli_progress.h"
@@ -20,6 +21,7 @@ using json = nlohmann::json;
 
 const char* kExportHelp =
     "usage: cushion export [MODEL] --cushion FILE --calib FILE --out DIR [--text FILE] [quantization options]\n"
+    "       cushion export MODEL|PACKAGE --format compressed-tensors --out DIR [...]\n"
     "Writes the quantized model with its cushion as a self-contained package directory:\n"
     "  model.safetensors    int8 weight codes (4-bit: two per byte) + float32 scales, SmoothQuant folded into\n"
     "                       weights and norms, the static activation scale / zero point (and min / max) of every\n"
@@ -43,6 +45,15 @@ const char* kExportHelp =
     "  --kv-bits N            KV-cache quantization of new tokens: 0 (default), 4 or 8\n"
     "  --force                replace DIR if it exists\n"
     "  --batch-tokens N       padded tokens per forward batch (default 8192)\n"
+    "  --format F             package (default) or compressed-tensors: the layout of the compressed-tensors library\n"
+    "                         (llm-compressor's; loads in transformers, serves in vLLM): config.json with its\n"
+    "                         quantization_config, model.safetensors (W8A8: int8 weights + static per-tensor\n"
+    "                         input_scale / input_zero_point, format int-quantized; --abits 0: W8A16 or W4A16,\n"
+    "                         pack-quantized), tokenizer files, and the cushion: cushion_prefix.json (the token ids a\n"
+    "                         server prepends), cushion_kv.safetensors (the tuned K/V), CUSHION.md (what a server\n"
+    "                         must do). MODEL may be a package made by export: it is converted as it is; otherwise\n"
+    "                         the package is made first (in a temporary directory) and converted. Per-tensor-static\n"
+    "                         8-bit activations or none, all four sites, no --kv-bits.\n"
     "The package runs with `cushion eval DIR`, `cushion generate DIR` and `cushion ppl DIR`. By default the\n"
     "matrix products are float32 on the dequantized integer grid (simulated integer arithmetic, same numbers);\n"
     "`--kernels int8` runs W8A8 per-tensor-static packages with real int8 products: on the CPU\nthrough libtorch's quantized engine (oneDNN), on CUDA through at::_int_mm (int8 x int8 -> int32).\n";
@@ -58,21 +69,45 @@ const char* kVerifyHelp =
     "  --hashes-only          skip the re-measurement\n"
     "  --batch-tokens N       padded tokens per forward batch (default 8192)\n";
 
+int export_compressed_tensors(const Args& a, const std::string& package_dir, bool package_is_temporary);
+
 int cmd_export(int argc, char** argv) {
     Args a = parse_command(argc, argv, {"force"},
                    {"cushion", "calib", "out", "text", "wbits", "group", "abits", "act", "smoothquant", "kv-bits",
-                    "batch-tokens"});
+                    "batch-tokens", "format"});
     if (print_help_if_asked(a, kExportHelp)) return 0;
+    const std::string format = a.get("format", "package");
+    if (format != "package" && format != "compressed-tensors")
+        throw Error("--format: package or compressed-tensors, not '" + format + "'");
+    const bool ct = format == "compressed-tensors";
+    if (ct && is_package_directory(model_arg(a))) {
+        for (const char* k : {"cushion", "calib", "text", "wbits", "group", "abits", "act", "smoothquant", "kv-bits"})
+            if (a.has(k))
+                throw Error(model_arg(a) + " is a package: it is converted with its own quantization and cushion; drop --" + k);
+        if (std::filesystem::exists(a.require("out")) && !a.has("force"))
+            throw Error(a.require("out") + " exists; pass --force to replace it");
+        return export_compressed_tensors(a, model_arg(a), false);
+    }
     if (a.get("dtype", "fp32") != "fp32" && a.get("dtype", "fp32") != "float32")
         throw Error("export computes in fp32 (the package stores float32 scales); drop --dtype");
     if (is_package_directory(model_arg(a))) throw Error(model_arg(a) + " is already a package; export from the original model");
     ExportOptions eo;
     eo.config = quant_config_from_args(a);
-    const std::string out = a.require("out");
+    if (ct && std::filesystem::exists(a.require("out")) && !a.has("force"))
+        throw Error(a.require("out") + " exists; pass --force to replace it");
+    // compressed-tensors: the package is written into a temporary directory beside --out, converted, removed
+    const std::string out = ct ? a.require("out") + ".cushion-package-" + std::to_string(::getpid()) : a.require("out");
+    struct RemoveAfter {
+        std::string dir;
+        ~RemoveAfter() {
+            std::error_code ec;
+            if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+        }
+    } remove_after{ct ? out : std::string()};
     const std::string cushion_file = a.require("cushion");
     eo.calib_file = a.require("calib");
     eo.eval_file = a.get("text", eo.calib_file);
-    eo.overwrite = a.has("force");
+    eo.overwrite = a.has("force") || ct;
     eo.max_batch_tokens = a.get_int("batch-tokens", 8192, 1, 1 << 24);
     eo.tokenizer_path = a.get("tokenizer");
     if (std::filesystem::exists(out) && !eo.overwrite) throw Error(out + " exists; pass --force to replace it");
@@ -89,6 +124,7 @@ int cmd_export(int argc, char** argv) {
     eo.progress = bar.fn();
     ExportReport r = write_package(*m, cush, out, eo);
     bar.finish();
+    if (ct) return export_compressed_tensors(a, out, true);
     if (a.has("json")) {
         json j = json::parse(r.info_json);
         j["out"] = r.dir;
