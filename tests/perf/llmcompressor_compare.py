@@ -5,7 +5,7 @@ one document, <bos> + its ids, mean NLL over positions 1..n-1; the token ids are
 
   .venv/bin/python tests/perf/llmcompressor_compare.py --model MODEL [--plant] --calib FILE --text FILE \
       --cushion build/bin/cushion --tokenize-ids build/bin/tokenize_ids --work DIR [--tokenizer FILE] \
-      [--max-prefix N] [--sample-tokens N] [--tune-epochs N] [--pruned] [--md FILE]
+      [--max-prefix N] [--sample-tokens N] [--tune-epochs N] [--pruned] [--candidates LIST] [--md FILE]
 
 Rows (weights: int8 symmetric per output channel, round-to-nearest, in every row; activations 8-bit at every block
 linear's input; embeddings, norms and LM head full precision):
@@ -213,6 +213,7 @@ def main():
     ap.add_argument("--sample-tokens")
     ap.add_argument("--tune-epochs", default="2")
     ap.add_argument("--pruned", action="store_true")
+    ap.add_argument("--candidates", help="calibrate's --candidates (default: every non-special token)")
     ap.add_argument("--variants", default=",".join(LLMC_VARIANTS))
     ap.add_argument("--md", help="append the table (markdown) to this file")
     a = ap.parse_args()
@@ -237,6 +238,8 @@ def main():
         cal += ["--sample-tokens", a.sample_tokens]
     if a.pruned:
         cal += ["--pruned"]
+    if a.candidates:
+        cal += ["--candidates", a.candidates]
     out, cal_s = run(cal)
     summary = json.loads(out)
     search_s = sum(s.get("seconds", 0) for s in summary["search"])
