@@ -14,6 +14,7 @@
 #include "cushion/cushion.h"
 #include "cushion/greedy_search.h"
 #include "model/perplexity.h"
+#include "cushion/token_lists.h"
 #include "cushion/prefix_tuner.h"
 #include "quant/quant_config.h"
 
@@ -62,84 +63,6 @@ const char* kCalibrateHelp =
     "  With --json: a summary {prefix_ids, prefix_text, search: [...], tuning: [...], out} on stdout.\n";
 
 namespace {
-
-std::vector<int32_t> parse_id_list(const std::string& s, int32_t vocab, const char* what) {
-    std::vector<int32_t> out;
-    size_t i = 0;
-    while (i <= s.size()) {
-        size_t j = s.find(',', i);
-        if (j == std::string::npos) j = s.size();
-        const std::string item = s.substr(i, j - i);
-        if (!item.empty()) {
-            try {
-                const size_t dash = item.find('-', 1);
-                size_t used = 0;
-                long lo = std::stol(item, &used), hi = lo;
-                if (dash != std::string::npos) {
-                    if (used != dash) throw std::invalid_argument(item);
-                    hi = std::stol(item.substr(dash + 1), &used);
-                    if (used != item.size() - dash - 1) throw std::invalid_argument(item);
-                } else if (used != item.size()) {
-                    throw std::invalid_argument(item);
-                }
-                if (lo < 0 || hi >= vocab || lo > hi)
-                    throw Error(std::string(what) + ": '" + item + "' is outside the vocabulary [0, " +
-                                std::to_string(vocab) + ")");
-                for (long t = lo; t <= hi; ++t) out.push_back(static_cast<int32_t>(t));
-            } catch (const Error&) {
-                throw;
-            } catch (const std::exception&) {
-                throw Error(std::string(what) + ": '" + item + "' is not a token id or a range like 3-100");
-            }
-        }
-        i = j + 1;
-    }
-    if (out.empty()) throw Error(std::string(what) + ": no token ids given");
-    return out;
-}
-
-int32_t newline_token(const Tokenizer& tk) {
-    for (int32_t t = 0; t < tk.vocab_size(); ++t) {
-        const std::string p = tk.piece(t);
-        if (p == "<0x0A>" || p == "\n" || p == "\xC4\x8A" /* GPT-2's byte-level "Ċ" */) return t;
-    }
-    throw Error("--start newline: the vocabulary has no newline token");
-}
-
-std::vector<int32_t> parse_start(const std::string& s, const Model& m, std::string* note) {
-    const Tokenizer& tk = *m.tokenizer;
-    std::vector<int32_t> out;
-    size_t i = 0;
-    while (i <= s.size()) {
-        size_t j = s.find(',', i);
-        if (j == std::string::npos) j = s.size();
-        const std::string item = s.substr(i, j - i);
-        i = j + 1;
-        if (item.empty()) continue;
-        if (item == "bos") {
-            if (tk.bos_id() < 0) throw Error("--start bos: the model has no <bos> token");
-            out.push_back(tk.bos_id());
-        } else if (item == "newline" || item == "nl" || item == "\\n") {
-            out.push_back(newline_token(tk));
-        } else if (item.find_first_not_of("0123456789") == std::string::npos) {
-            const long t = std::stol(item);
-            if (t < 0 || t >= tk.vocab_size()) throw Error("--start: token id " + item + " is out of range");
-            out.push_back(static_cast<int32_t>(t));
-        } else {
-            int32_t found = -1;
-            for (int32_t t = 0; t < tk.vocab_size() && found < 0; ++t)
-                if (tk.piece(t) == item) found = t;
-            if (found < 0) throw Error("--start: '" + item + "' is not bos, newline, a token id or a vocabulary piece");
-            out.push_back(found);
-        }
-    }
-    if (out.empty()) throw Error("--start: no tokens given");
-    if (tk.bos_id() >= 0 && out[0] != tk.bos_id()) {
-        out.insert(out.begin(), tk.bos_id());
-        *note = "the cushion starts with <bos> (documents run after it without their own)";
-    }
-    return out;
-}
 
 std::string show_piece(const Model& m, int32_t t) {
     std::string s = m.tokenizer->piece(t), o;
@@ -203,9 +126,9 @@ int cmd_calibrate(int argc, char** argv) {
     auto m = load_model_from_args(a);
     std::shared_ptr<const Model> mc = m;
     std::string note;
-    so.start_tokens = parse_start(a.get("start", "bos"), *m, &note);
+    so.start_tokens = parse_start_tokens(a.get("start", "bos"), *m->tokenizer, "--start", &note);
     if (!note.empty() && !quiet) std::fprintf(stderr, "note: %s\n", note.c_str());
-    if (a.has("candidates")) so.candidates = parse_id_list(a.get("candidates"), m->config.vocab_size, "--candidates");
+    if (a.has("candidates")) so.candidates = parse_token_ranges(a.get("candidates"), m->config.vocab_size, "--candidates");
     const int64_t n = a.has("sample-tokens") ? a.get_int("sample-tokens", 0, 1, 1 << 24)
                                               : default_sample_tokens(m->config, so.max_prefix);
     const auto docs = tokenize_documents(*m, calib_lines, int64_t(1) << 40);

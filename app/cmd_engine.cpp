@@ -7,6 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "analysis/colormap.h"
 #include "model/activation_probe.h"
 #include "cli_common.h"
 #include "cli_progress.h"
@@ -192,14 +193,18 @@ void write_heatmap(const std::string& path, const at::Tensor& map /*(L, T)*/) {
     const int cw = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(16, 1600 / std::max<int64_t>(T, 1))));
     const int ch = 24;
     const int w = static_cast<int>(T * cw), h = static_cast<int>(L * ch);
-    at::Tensor lg = at::log10(map.clamp_min(1e-6));
-    const double lo = lg.min().item<double>(), hi = lg.max().item<double>();
+    // The studio's colours and log scale (analysis/colormap.h), from the map's smallest to its largest value.
+    const at::Tensor m = map.to(at::kFloat).clamp_min(1e-6).contiguous();
+    const LogScale scale{m.min().item<double>(), m.max().item<double>()};
     std::vector<uint8_t> rgb(size_t(w) * h * 3);
-    auto acc = lg.accessor<float, 2>();
+    auto acc = m.accessor<float, 2>();
     for (int y = 0; y < h; ++y)
         for (int x = 0; x < w; ++x) {
-            const double v = acc[y / ch][x / cw];
-            colormap(hi > lo ? (v - lo) / (hi - lo) : 0.5, &rgb[(size_t(y) * w + x) * 3]);
+            const uint32_t c = inferno(scale(acc[y / ch][x / cw]));
+            uint8_t* px = &rgb[(size_t(y) * w + x) * 3];
+            px[0] = red(c);
+            px[1] = green(c);
+            px[2] = blue(c);
         }
     write_png(path, w, h, rgb);
 }

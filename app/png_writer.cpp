@@ -69,14 +69,4 @@ void write_png(const std::string& path, int w, int h, const std::vector<uint8_t>
     });
 }
 
-void colormap(double t, uint8_t* rgb) {
-    static const double stops[5][3] = {
-        {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
-    t = std::isfinite(t) ? std::fmin(1.0, std::fmax(0.0, t)) : 0.0;
-    const double x = t * 4;
-    const int i = std::min(3, static_cast<int>(x));
-    const double f = x - i;
-    for (int c = 0; c < 3; ++c) rgb[c] = uint8_t(std::lround(stops[i][c] + f * (stops[i + 1][c] - stops[i][c])));
-}
-
 }  // namespace cushion::cli

@@ -17,10 +17,13 @@
 #include <algorithm>
 #include <cmath>
 
-#include "colormap.h"
+#include "analysis/colormap.h"
 #include "base/resources.h"
 
 namespace studio {
+
+using cushion::inferno;
+using cushion::LogScale;
 
 namespace {
 

@@ -175,8 +175,10 @@ SearchPanel::SearchPanel(QWidget* parent) : QWidget(parent) {
     candidates_ = new QLineEdit;
     candidates_->setObjectName("searchCandidates");
     candidates_->setPlaceholderText(tr("all non-special tokens (or ids: 3-100,200)"));
-    memory_ = spin(1, 1 << 20, 256);
+    memory_ = spin(0, 1 << 20, 0);
     memory_->setSuffix(" MiB");
+    memory_->setSpecialValueText(tr("automatic"));  // 0: sized from the device's free memory, as `cushion calibrate`
+    memory_->setObjectName("searchMemory");
     int r = 0;
     auto pair = [&](const QString& a, QWidget* wa, const QString& b, QWidget* wb) {
         grid->addWidget(new QLabel(a), r, 0);

@@ -5,6 +5,7 @@
 #include "cushion/cushion.h"
 #include "base/error.h"
 #include "cushion/greedy_search.h"
+#include "cushion/token_lists.h"
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "cushion/prefix_tuner.h"
@@ -35,49 +36,16 @@ QString printablePiece(const cushion::Model& m, int32_t id) {
     return printableToken(m.tokenizer ? m.tokenizer->piece(id) : std::to_string(id));
 }
 
-// "3-100,200" -> ids (ascending as given); throws Error naming the bad item.
-std::vector<int32_t> parseIdList(const QString& text, int32_t vocab) {
-    std::vector<int32_t> out;
-    for (QString item : text.split(',', Qt::SkipEmptyParts)) {
-        item = item.trimmed();
-        if (item.isEmpty()) continue;
-        const int dash = item.indexOf('-', 1);
-        bool ok1 = true, ok2 = true;
-        const long lo = (dash < 0 ? item : item.left(dash)).trimmed().toLong(&ok1);
-        const long hi = dash < 0 ? lo : item.mid(dash + 1).trimmed().toLong(&ok2);
-        if (!ok1 || !ok2) throw cushion::Error("candidates: '" + item.toStdString() + "' is not a token id or a range like 3-100");
-        if (lo < 0 || hi >= vocab || lo > hi)
-            throw cushion::Error("candidates: '" + item.toStdString() + "' is outside the vocabulary [0, " +
-                                 std::to_string(vocab) + ")");
-        for (long t = lo; t <= hi; ++t) out.push_back(static_cast<int32_t>(t));
-    }
-    if (out.empty()) throw cushion::Error("candidates: no token ids given");
-    return out;
-}
-
-int32_t newlineToken(const cushion::Tokenizer& tk) {
-    for (int32_t t = 0; t < tk.vocab_size(); ++t) {
-        const std::string p = tk.piece(t);
-        if (p == "<0x0A>" || p == "\n" || p == "\xC4\x8A") return t;
-    }
-    throw cushion::Error("start 'newline': the vocabulary has no newline token");
-}
-
 cushion::GreedySearchOptions searchOptions(const SearchSettings& s, const cushion::Model& m) {
     cushion::GreedySearchOptions o;
     const auto& tk = *m.tokenizer;
-    if (s.start == "newline") {
-        if (tk.bos_id() >= 0) o.start_tokens.push_back(tk.bos_id());
-        o.start_tokens.push_back(newlineToken(tk));
-    } else {
-        if (tk.bos_id() < 0) throw cushion::Error("the model has no <bos> token: start the search from 'newline'");
-        o.start_tokens = {tk.bos_id()};
-    }
+    o.start_tokens = cushion::parse_start_tokens(s.start.toStdString(), tk, "start");
     o.tau = s.tau;
     o.max_prefix = s.max_prefix;
     o.loss.bits = s.bits;
-    if (!s.candidates.trimmed().isEmpty()) o.candidates = parseIdList(s.candidates, m.config.vocab_size);
-    o.memory_budget = int64_t(std::max(1, s.memory_mb)) << 20;
+    if (!s.candidates.trimmed().isEmpty())
+        o.candidates = cushion::parse_token_ranges(s.candidates.toStdString(), m.config.vocab_size, "candidates");
+    o.memory_budget = s.memory_mb > 0 ? int64_t(s.memory_mb) << 20 : 0;  // 0: default_memory_budget (free memory)
     o.pruned = s.pruned;
     o.prune_window = s.prune_window;
     o.prune_keep = s.prune_keep;
@@ -380,13 +348,7 @@ void TuneWorker::start(const TuneRequest& req) {
         o.lambda = req.settings.lambda;
         o.seed = static_cast<uint64_t>(req.settings.seed);
         // L_q's bits and sites: those the search used (its settings travel in the cushion).
-        try {
-            const json s = json::parse(req.init->settings_json);
-            if (s.contains("search") && s["search"].contains("bits")) o.loss.bits = s["search"]["bits"].get<int>();
-            if (s.contains("search") && s["search"].contains("sites"))
-                o.loss.sites = cushion::parse_sites(s["search"]["sites"].get<std::string>());
-        } catch (const json::exception&) {
-        }
+        o.loss = cushion::search_loss_options(*req.init, "the search's cushion");
         auto tuner = std::make_unique<cushion::PrefixTuner>(req.model->model, *req.init, docs, o);
         if (!req.state_path.isEmpty()) {
             report(0.8, "loading the tuner state");

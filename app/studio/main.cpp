@@ -4,6 +4,7 @@
 #include <QSurfaceFormat>
 #include <QTimer>
 
+#include "base/threads.h"
 #include "main_window.h"
 
 namespace {
@@ -46,6 +47,11 @@ int main(int argc, char** argv) {
             return 0;
         }
     }
+
+    // As the CLI (core/base/threads.h): idle OpenMP threads sleep instead of spinning against the GUI thread and
+    // the workers (re-executes once with OMP_WAIT_POLICY=PASSIVE unless the user set it), every core for libtorch.
+    cushion::relaunch_with_passive_openmp(argv);
+    cushion::use_all_cores();
 
     QApplication app(argc, argv);
     setup(app);

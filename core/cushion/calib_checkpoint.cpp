@@ -29,14 +29,8 @@ void save_calib_checkpoint(const std::string& path, const GreedySearch& search, 
 
 CalibCheckpoint load_calib_checkpoint(const std::string& path) {
     SafetensorsFile f(path);
-    const auto& meta = f.metadata();
-    auto get = [&](const std::string& k) {
-        auto it = meta.find(k);
-        return it == meta.end() ? std::string() : it->second;
-    };
-    if (get("format") != "cushioncache-checkpoint")
-        throw Error(path + ": not a calibration checkpoint (no cushioncache-checkpoint format tag)");
-    if (get("version") != "1") throw Error(path + ": checkpoint version '" + get("version") + "' is not supported");
+    f.require_format("cushioncache-checkpoint", "calibration checkpoint");
+    auto get = [&](const std::string& k) { return f.meta(k); };
     CalibCheckpoint c;
     c.search_state = get("search");
     c.tune_state = get("tune");

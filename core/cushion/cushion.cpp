@@ -7,9 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/json_file.h"
 #include "formats/safetensors.h"
+#include "quant/quant_config.h"
 
 namespace cushion {
+
+using json = nlohmann::json;
 
 Cushion make_cushion(const Model& m, const std::vector<int32_t>& prefix_ids) {
     if (prefix_ids.empty()) throw Error("a cushion needs at least one token");
@@ -72,13 +76,8 @@ void save_cushion(const Cushion& c, const std::string& path) {
 
 Cushion load_cushion(const std::string& path) {
     SafetensorsFile f(path);
-    const auto& meta = f.metadata();
-    auto get = [&](const std::string& k) {
-        auto it = meta.find(k);
-        return it == meta.end() ? std::string() : it->second;
-    };
-    if (get("format") != "cushioncache-cushion") throw Error(path + ": not a cushion file (no cushioncache-cushion format tag)");
-    if (get("version") != "1") throw Error(path + ": cushion file version '" + get("version") + "' is not supported");
+    f.require_format("cushioncache-cushion", "cushion file");
+    auto get = [&](const std::string& k) { return f.meta(k); };
     Cushion c;
     c.model_fingerprint = get("model_fingerprint");
     // A cushion is a KV cache of one model: without the fingerprint nothing ties it to that model.
@@ -137,6 +136,29 @@ Cushion cushion_to(const Cushion& c, c10::Device dev, at::ScalarType dt) {
     for (auto& t : r.kv.k) t = t.to(dev, dt);
     for (auto& t : r.kv.v) t = t.to(dev, dt);
     return r;
+}
+
+QuantLossOptions search_loss_options(const Cushion& c, const std::string& source) {
+    QuantLossOptions o;
+    const json s = parse_json_text(c.settings_json.empty() ? "{}" : c.settings_json, source + " settings");
+    if (!s.is_object() || !s.contains("search")) return o;
+    const json& g = s["search"];
+    if (!g.is_object()) throw Error(source + ": settings field 'search' is not an object");
+    if (g.contains("bits")) {
+        if (!g["bits"].is_number_integer()) throw Error(source + ": settings field 'search.bits' is not an integer");
+        o.bits = g["bits"].get<int>();
+        if (o.bits != 4 && o.bits != 6 && o.bits != 8 && o.bits != 16)
+            throw Error(source + ": settings field 'search.bits' is " + std::to_string(o.bits) + "; use 4, 6, 8 or 16");
+    }
+    if (g.contains("sites")) {
+        if (!g["sites"].is_string()) throw Error(source + ": settings field 'search.sites' is not a string");
+        try {
+            o.sites = parse_sites(g["sites"].get<std::string>());
+        } catch (const Error& e) {
+            throw Error(source + ": settings field 'search.sites': " + e.what());
+        }
+    }
+    return o;
 }
 
 }  // namespace cushion

@@ -15,6 +15,7 @@
 
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "quant/quant_loss.h"
 
 namespace cushion {
 
@@ -41,5 +42,10 @@ void save_cushion(const Cushion& c, const std::string& path);   // atomic
 Cushion load_cushion(const std::string& path);                  // validated; tensors on the CPU
 // Moves / casts the KV tensors (not last_logits, which stays float32).
 Cushion cushion_to(const Cushion& c, c10::Device dev, at::ScalarType dt);
+
+// The L_q settings (bits, sites) the search that made `c` used, from its settings ("search": {"bits", "sites"}), so
+// that tuning optimises the same loss; the defaults when the cushion records no search. An Error naming the field
+// when they are malformed (source names the cushion in it).
+QuantLossOptions search_loss_options(const Cushion& c, const std::string& source = "cushion");
 
 }  // namespace cushion

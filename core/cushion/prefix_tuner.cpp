@@ -325,13 +325,8 @@ void PrefixTuner::save_state(const std::string& path) const {
 
 void PrefixTuner::load_state(const std::string& path) {
     SafetensorsFile f(path);
-    const auto& meta = f.metadata();
-    auto get = [&](const std::string& k) {
-        auto it = meta.find(k);
-        return it == meta.end() ? std::string() : it->second;
-    };
-    if (get("format") != "cushioncache-tuner-state") throw Error(path + ": not a tuner state file");
-    if (get("version") != "1") throw Error(path + ": tuner state version '" + get("version") + "' is not supported");
+    f.require_format("cushioncache-tuner-state", "tuner state file");
+    auto get = [&](const std::string& k) { return f.meta(k); };
     std::map<std::string, at::Tensor> tensors;
     for (const auto& n : f.names()) tensors[n] = f.get(n);
     try {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "formats/gguf_blocks.h"
+#include "tokenizer/tokenizer_files.h"
 #include "base/mapped_file.h"
 #include "formats/model_loader.h"
 
@@ -351,16 +352,6 @@ private:
     std::map<std::string, int> type_counts_;
 };
 
-std::shared_ptr<const Tokenizer> tokenizer_from_file(const std::string& p, int64_t vocab) {
-    auto ends = [&](const char* suf) {
-        const size_t n = std::strlen(suf);
-        return p.size() >= n && p.compare(p.size() - n, n, suf) == 0;
-    };
-    if (ends(".model")) return load_sentencepiece_tokenizer(p);
-    if (ends(".json")) return load_tokenizer_json(p);
-    return load_llama2c_tokenizer(p, static_cast<int32_t>(vocab));
-}
-
 std::shared_ptr<const Tokenizer> tokenizer_from_gguf(const GgufReader& g, int64_t vocab) {
     const std::string& path = g.path();
     if (!g.has("tokenizer.ggml.model"))
@@ -580,7 +571,7 @@ std::shared_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
 
     // ---- tokenizer ----
     report_progress(opts.progress, 0.97, "loading tokenizer");
-    model->tokenizer = opts.tokenizer_path.empty() ? tokenizer_from_gguf(g, V) : tokenizer_from_file(opts.tokenizer_path, V);
+    model->tokenizer = opts.tokenizer_path.empty() ? tokenizer_from_gguf(g, V) : load_tokenizer_file(opts.tokenizer_path, static_cast<int32_t>(V));
     report_progress(opts.progress, 1.0, "loaded");
     return model;
 }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "tokenizer/tokenizer_files.h"
 #include "base/atomic_file.h"
 #include "base/json_file.h"
 #include "formats/model_loader.h"
@@ -249,15 +250,6 @@ private:
     std::map<std::string, SafetensorsFile*> where_;
 };
 
-std::shared_ptr<const Tokenizer> tokenizer_from_file(const std::string& p) {
-    auto ends = [&](const char* suf) {
-        const size_t n = std::strlen(suf);
-        return p.size() >= n && p.compare(p.size() - n, n, suf) == 0;
-    };
-    if (ends(".json")) return load_tokenizer_json(p);
-    return load_sentencepiece_tokenizer(p);
-}
-
 std::string strip_trailing_slashes(std::string d) {
     while (d.size() > 1 && d.back() == '/') d.pop_back();
     return d;
@@ -363,15 +355,11 @@ std::shared_ptr<Model> load_hf_directory(const std::string& dir_in, const LoadOp
     for (const auto& name : non_finite_tensors(c, w)) model->warnings.push_back("tensor " + name + " contains NaN/Inf");
 
     report_progress(opts.progress, 0.96, "loading tokenizer");
-    if (!opts.tokenizer_path.empty()) {
-        model->tokenizer = tokenizer_from_file(opts.tokenizer_path);
-    } else if (fs::exists(fs::path(dir) / "tokenizer.model")) {
-        model->tokenizer = load_sentencepiece_tokenizer((fs::path(dir) / "tokenizer.model").string());
-    } else if (fs::exists(fs::path(dir) / "tokenizer.json")) {
-        model->tokenizer = load_tokenizer_json((fs::path(dir) / "tokenizer.json").string());
-    } else {
+    model->tokenizer = !opts.tokenizer_path.empty()
+                           ? load_tokenizer_file(opts.tokenizer_path, static_cast<int32_t>(V))
+                           : load_tokenizer_in_directory(dir, static_cast<int32_t>(V));
+    if (!model->tokenizer)
         throw Error(dir + ": no tokenizer (tokenizer.model or tokenizer.json); pass one with --tokenizer");
-    }
     if (model->tokenizer->vocab_size() > V)
         model->warnings.push_back("the tokenizer has " + std::to_string(model->tokenizer->vocab_size()) +
                                   " tokens but the model's vocab_size is " + std::to_string(V) +

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "tokenizer/tokenizer_files.h"
 #include "base/mapped_file.h"
 #include "formats/model_loader.h"
 
@@ -38,9 +39,7 @@ struct Cursor {
 
 std::shared_ptr<Tokenizer> find_tokenizer(const std::string& path, const LoadOptions& opts, int64_t vocab) {
     auto load = [&](const std::string& p) -> std::shared_ptr<Tokenizer> {
-        if (p.size() > 6 && p.substr(p.size() - 6) == ".model") return load_sentencepiece_tokenizer(p);
-        if (p.size() > 5 && p.substr(p.size() - 5) == ".json") return load_tokenizer_json(p);
-        return load_llama2c_tokenizer(p, static_cast<int32_t>(vocab));
+        return load_tokenizer_file(p, static_cast<int32_t>(vocab));
     };
     if (!opts.tokenizer_path.empty()) return load(opts.tokenizer_path);
     const fs::path dir = fs::path(path).parent_path();

@@ -208,4 +208,14 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     });
 }
 
+std::string SafetensorsFile::meta(const std::string& key) const {
+    auto it = metadata_.find(key);
+    return it == metadata_.end() ? std::string() : it->second;
+}
+
+void SafetensorsFile::require_format(const std::string& tag, const std::string& what) const {
+    if (meta("format") != tag) throw Error(path() + ": not a " + what + " (no " + tag + " format tag)");
+    if (meta("version") != "1") throw Error(path() + ": " + what + " version '" + meta("version") + "' is not supported");
+}
+
 }  // namespace cushion

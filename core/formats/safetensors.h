@@ -22,6 +22,12 @@ public:
     at::Tensor get(const std::string& name) const;
     std::vector<int64_t> shape(const std::string& name) const;
     const std::map<std::string, std::string>& metadata() const { return metadata_; }
+    // A metadata value; "" when absent.
+    std::string meta(const std::string& key) const;
+    // The project's own files (cushion, tuner state, checkpoint) say what they are in their metadata: "format" must
+    // be `tag` and "version" "1", else an Error "PATH: not a WHAT (no TAG format tag)" / "WHAT version 'V' is not
+    // supported".
+    void require_format(const std::string& tag, const std::string& what) const;
     const std::string& path() const { return file_->path(); }
 
 private:

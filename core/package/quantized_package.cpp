@@ -13,6 +13,7 @@
 #include <set>
 
 #include "model/activation_probe.h"
+#include "tokenizer/tokenizer_files.h"
 #include "base/atomic_file.h"
 #include "base/error.h"
 #include "base/json_file.h"
@@ -572,17 +573,10 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
         pkg->ranges = ranges;
     }
     report_progress(opts.progress, 0.92, "loading tokenizer");
-    if (!opts.tokenizer_path.empty()) {
-        const std::string& t = opts.tokenizer_path;
-        model->tokenizer = (t.size() >= 5 && t.compare(t.size() - 5, 5, ".json") == 0) ? load_tokenizer_json(t)
-                                                                                        : load_sentencepiece_tokenizer(t);
-    } else if (fs::exists(fs::path(dir) / "tokenizer.model")) {
-        model->tokenizer = load_sentencepiece_tokenizer((fs::path(dir) / "tokenizer.model").string());
-    } else if (fs::exists(fs::path(dir) / "tokenizer.json")) {
-        model->tokenizer = load_tokenizer_json((fs::path(dir) / "tokenizer.json").string());
-    } else {
-        throw Error(dir + ": no tokenizer (tokenizer.model or tokenizer.json) in the package");
-    }
+    const auto V = static_cast<int32_t>(model->config.vocab_size);
+    model->tokenizer = !opts.tokenizer_path.empty() ? load_tokenizer_file(opts.tokenizer_path, V)
+                                                    : load_tokenizer_in_directory(dir, V);
+    if (!model->tokenizer) throw Error(dir + ": no tokenizer (tokenizer.model or tokenizer.json) in the package");
     model->set_fingerprint(fingerprint);
     pkg->model = model;
 

@@ -9,6 +9,7 @@
 
 #include "cushion/cushion.h"
 #include "formats/safetensors.h"
+#include "quant/quant_config.h"
 #include "test_support.h"
 #include "tiny_models.h"
 
@@ -81,4 +82,25 @@ TEST(CushionFile, CorruptCushionsAreRefusedWithTheFieldNamed) {
             if (name[0] == 'k' || name[0] == 'v') x = x.narrow(2, 0, 0).contiguous();
         tensor(t, "prefix_ids") = at::zeros({0}, at::kLong);
     }, "the cushion has no tokens");
+}
+
+// Tuning optimises the L_q the search used: its bits and sites come from the cushion's settings, and malformed
+// settings are an error naming the field (the studio used to ignore them and tune with the defaults).
+TEST(CushionFile, SearchLossOptionsComeFromTheCushionSettings) {
+    Cushion c;
+    c.settings_json = R"({"search": {"bits": 6, "sites": "down_in"}})";
+    const QuantLossOptions o = search_loss_options(c);
+    EXPECT_EQ(o.bits, 6);
+    EXPECT_EQ(o.sites, parse_sites("down_in"));
+    c.settings_json = "{}";
+    EXPECT_EQ(search_loss_options(c).bits, QuantLossOptions{}.bits);
+    c.settings_json = R"({"search": {"bits": "eight"}})";
+    EXPECT_NE(error_of([&] { search_loss_options(c, "x.cushion"); }).find("x.cushion: settings field 'search.bits' is not an integer"),
+              std::string::npos);
+    c.settings_json = R"({"search": {"bits": 5}})";
+    EXPECT_NE(error_of([&] { search_loss_options(c); }).find("use 4, 6, 8 or 16"), std::string::npos);
+    c.settings_json = R"({"search": {"sites": "nowhere"}})";
+    EXPECT_NE(error_of([&] { search_loss_options(c); }).find("search.sites"), std::string::npos);
+    c.settings_json = "{not json";
+    EXPECT_FALSE(error_of([&] { search_loss_options(c); }).empty());
 }

@@ -1,9 +1,9 @@
-#include "colormap.h"
+#include "analysis/colormap.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace studio {
+namespace cushion {
 
 uint32_t inferno(double t) {
     // matplotlib's inferno sampled at 9 evenly spaced points, linearly interpolated between them.
@@ -30,4 +30,4 @@ double LogScale::operator()(double v) const {
     return std::clamp((std::log10(v) - a) / (b - a), 0.0, 1.0);
 }
 
-}  // namespace studio
+}  // namespace cushion

@@ -1,8 +1,9 @@
-// The heatmaps' colour scale: a perceptually uniform map (matplotlib's "inferno") and a log scale.
+// The heatmaps' colour scale, one for the studio's maps and the CLI's PNGs: a perceptually uniform map
+// (matplotlib's "inferno") and a log scale.
 #pragma once
 #include <cstdint>
 
-namespace studio {
+namespace cushion {
 
 // t in [0, 1] -> packed RGBA (R in the low byte, as OpenGL's GL_RGBA / GL_UNSIGNED_BYTE reads it).
 uint32_t inferno(double t);
@@ -16,4 +17,4 @@ struct LogScale {
     double operator()(double v) const;
 };
 
-}  // namespace studio
+}  // namespace cushion
