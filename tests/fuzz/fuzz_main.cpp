@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "formats/model_loader.h"
 #include "model/perplexity.h"
+#include "package/open_target.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
