@@ -10,6 +10,7 @@
 
 #include "cushion/calib_checkpoint.h"
 #include "cli_common.h"
+#include "cli_distributed.h"
 #include "cli_progress.h"
 #include "cushion/cushion.h"
 #include "cushion/greedy_search.h"
@@ -17,6 +18,7 @@
 #include "cushion/token_lists.h"
 #include "cushion/prefix_tuner.h"
 #include "quant/quant_config.h"
+#include "base/sha256.h"
 
 namespace cushion::cli {
 
@@ -87,23 +89,23 @@ void in_checkpoint(const std::string& path, const char* field, const std::functi
 }
 }  // namespace
 
-int cmd_calibrate(int argc, char** argv) {
-    Args a(argc, argv, 2, with({"pruned", "resume"}, common_flags()),
-           with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
-                 "candidates", "prune-window", "prune-keep", "memory", "threads", "tune-epochs", "lambda", "lr", "batch", "seed",
-                 "checkpoint"},
-                common_values()));
-    if (a.has("help")) {
-        std::printf("%s\nCommon options:\n%s", kCalibrateHelp, kCommonHelp);
-        return 0;
-    }
+namespace {
+std::string sha_of(const std::string& s) {
+    Sha256 h;
+    h.update(s.data(), s.size());
+    return h.hex_digest();
+}
+
+// The run itself, on this rank of `comm` (one process: rank 0 of 1). Only rank 0 writes files and prints.
+int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
+    const bool rank0 = comm->rank() == 0;
     const std::string out_path = a.require("out");
     const auto calib_lines = read_documents(a.require("calib"));
     if (a.has("resume") && !a.has("checkpoint")) throw Error("--resume needs --checkpoint FILE");
     const ActGranularity act = parse_granularity(a.get("act", "per-tensor-static"));
     if (act == ActGranularity::PerToken)
         throw Error("--act per-token: L_q quantizes whole activation tensors; use per-tensor-static or per-tensor-dynamic");
-    const bool quiet = a.has("quiet"), js = a.has("json");
+    const bool quiet = a.has("quiet") || !rank0, js = a.has("json") && rank0;
 
     GreedySearchOptions so;
     so.tau = a.get_double("tau", 0.5, 1e-12, 1.0);
@@ -122,6 +124,8 @@ int cmd_calibrate(int argc, char** argv) {
     to.batch_size = a.get_int("batch", 4, 1, 1 << 20);
     to.seed = static_cast<uint64_t>(a.get_int("seed", 0, 0, 1LL << 62));
     to.loss = so.loss;
+    so.comm = comm;
+    to.comm = comm;
 
     auto m = load_model_from_args(a);
     std::shared_ptr<const Model> mc = m;
@@ -137,6 +141,15 @@ int cmd_calibrate(int argc, char** argv) {
     const std::string run_settings = json{{"act", granularity_name(act)}}.dump();
 
     GreedySearch search(mc, sample, so);
+    if (comm->world_size() > 1) {
+        // Every rank must run the same search and tuning: check before the first exchange.
+        comm->check_agree("model (fingerprint)", m->fingerprint());
+        comm->check_agree("search settings and sample", search.settings_json() + " " + run_settings);
+        comm->check_agree("tuning settings", json{{"epochs", to.epochs}, {"lambda", to.lambda}, {"lr", to.lr},
+                                                  {"batch", to.batch_size}, {"seed", to.seed},
+                                                  {"documents", docs.size()}, {"dtype", a.get("dtype")}}
+                                                 .dump());
+    }
     std::unique_ptr<PrefixTuner> tuner;
     CalibCheckpoint ck;
     const std::string ck_path = a.get("checkpoint");
@@ -148,8 +161,11 @@ int cmd_calibrate(int argc, char** argv) {
             std::fprintf(stderr, "resumed from %s: prefix of %zu tokens, L_q %.6g%s\n", ck_path.c_str(),
                          search.prefix().size(), search.loss(), ck.tune_state.empty() ? "" : ", tuning in progress");
     }
+    if (a.has("resume") && comm->world_size() > 1)
+        comm->check_agree("resumed checkpoint (sha256 of its search state and tensors)",
+                          sha_of(search.state_json() + ck.tune_state));
     auto save_ck = [&] {
-        if (!ck_path.empty()) save_calib_checkpoint(ck_path, search, tuner.get(), run_settings);
+        if (!ck_path.empty() && rank0) save_calib_checkpoint(ck_path, search, tuner.get(), run_settings);
     };
     if (!quiet)
         std::fprintf(stderr, "search: %zu candidates, sample of %lld tokens, start L_q %.6g, tau %g, max prefix %d%s\n",
@@ -180,7 +196,7 @@ int cmd_calibrate(int argc, char** argv) {
         std::fprintf(stderr, "prefix (%zu tokens): %s; L_q %.6g -> %.6g (x%.4f)\n", search.prefix().size(),
                      prefix_show.c_str(), search.initial_loss(), search.loss(),
                      search.initial_loss() > 0 ? search.loss() / search.initial_loss() : 1.0);
-    if (a.has("out-greedy")) save_cushion(greedy, a.get("out-greedy"));
+    if (a.has("out-greedy") && rank0) save_cushion(greedy, a.get("out-greedy"));
 
     // ---- prefix tuning
     Cushion result = greedy;
@@ -214,6 +230,7 @@ int cmd_calibrate(int argc, char** argv) {
         s["calib"] = a.get("calib");
         result.settings_json = s.dump();
     }
+    if (!rank0) return 0;
     save_cushion(result, out_path);
     if (js) {
         std::cout << json{{"prefix_ids", result.prefix_ids}, {"prefix_text", result.prefix_text},
@@ -227,5 +244,45 @@ int cmd_calibrate(int argc, char** argv) {
     }
     return 0;
 }
+}  // namespace
+
+int cmd_calibrate(int argc, char** argv) {
+    Args a(argc, argv, 2, with({"pruned", "resume"}, common_flags()),
+           with(with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
+                      "candidates", "prune-window", "prune-keep", "memory", "threads", "tune-epochs", "lambda", "lr", "batch",
+                      "seed", "checkpoint"},
+                     distributed_values()),
+                common_values()));
+    if (a.has("help")) {
+        std::printf("%s\n%s\nCommon options:\n%s", kCalibrateHelp, kDistributedHelp, kCommonHelp);
+        return 0;
+    }
+    if (a.has("local-processes")) return run_local_processes(argc, argv, static_cast<int>(a.get_int("local-processes", 1, 1, 256)));
+    const std::shared_ptr<Communicator> comm = connect(distributed_from_args(a));
+    // A failure on any rank ends every rank: fail() tells the others (and returns the first rank's message).
+    auto failed = [&](const std::string& what) {
+        const std::string shown = comm->fail(what);
+        if (shown != what) throw Error(shown);
+        if (comm->world_size() > 1) throw Error(comm->who() + ": " + what);
+    };
+    try {
+        const int rc = calibrate_run(a, comm);
+        comm->finish();
+        return rc;
+    } catch (const Cancelled&) {
+        if (comm->fail("cancelled") != "cancelled") throw Error(comm->who() + ": cancelled, after another rank failed");
+        throw;
+    } catch (const Error& e) {
+        failed(e.what());
+        throw;
+    } catch (const c10::Error& e) {
+        failed(std::string("libtorch error: ") + e.what_without_backtrace());
+        throw;
+    } catch (const std::exception& e) {
+        failed(e.what());
+        throw;
+    }
+}
 
 }  // namespace cushion::cli
+

@@ -21,6 +21,7 @@ CUSHION_ASAN=${CUSHION_ASAN:-ON}
 
 PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
+  libgloo-dev  # Gloo's headers for libtorch's ProcessGroupGloo (distributed calibration; core/CMakeLists.txt)
   python3 python3-venv unzip)
 if [ "$JOB" = test ] && [ "$CUSHION_ASAN" = ON ]; then
   PACKAGES+=(clang libclang-rt-dev)  # the sanitizer + libFuzzer build (build-asan)

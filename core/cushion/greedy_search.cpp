@@ -14,6 +14,7 @@
 #include <numeric>
 
 #include "cushion/cushion.h"
+#include "cushion/distributed.h"
 #include "base/error.h"
 #include "quant/quant_config.h"
 #include "base/sha256.h"
@@ -235,18 +236,23 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     n = std::min<int64_t>(n, sample_.size());
     const auto dev = model_->device();
     const IntraOpThreads threads(search_threads(opts_, model_->config, dev));
-    const int64_t bs = std::min<int64_t>(batch_size(n), tokens.size());
+    Communicator* comm = opts_.comm && opts_.comm->world_size() > 1 ? opts_.comm.get() : nullptr;
+    int64_t bs = std::min<int64_t>(batch_size(n), tokens.size());
+    if (comm) bs = comm->all_reduce_min(bs);  // the same batches on every rank (and as in one process)
     out.batch = bs;
     const at::Tensor sample =
         ids_tensor(std::vector<int32_t>(sample_.begin(), sample_.begin() + n), dev).unsqueeze(0);
-    const size_t total = tokens.size();
-    const size_t chunks = (total + bs - 1) / bs;
+    const size_t chunks = (tokens.size() + bs - 1) / bs;
+    // This process's chunks: all of them, or its contiguous range when sharded.
+    const auto share = comm ? shard_range(chunks, comm->rank(), comm->world_size()) : std::pair<int64_t, int64_t>(0, chunks);
+    const size_t first = std::min<size_t>(share.first * bs, tokens.size());
+    const size_t total = std::min<size_t>(share.second * bs, tokens.size()) - first;  // candidates scored here
     // One chunk: extend the shared prefix by one token per row, then run the sample after each row's
     // (P + 1)-token cache. Rows write disjoint entries of out.loss.
     auto run_chunk = [&](size_t c) {
         at::NoGradGuard ng;
         const size_t i = c * bs;
-        const int64_t b = std::min<int64_t>(bs, total - i);
+        const int64_t b = std::min<int64_t>(bs, tokens.size() - i);
         std::vector<int32_t> chunk(tokens.begin() + i, tokens.begin() + i + b);
         KVCache ext;
         ForwardArgs ea;
@@ -271,11 +277,20 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     // Chunks run one after the other, each with the intra-op threads. (Sharing whole chunks out to the
     // threads, each computing its chunk single-threaded, was measured on the 2-core test VM: no faster
     // than one thread; see tests/perf/RESULTS.md.)
-    for (size_t c = 0; c < chunks; ++c) {
-        report_progress(progress, fraction(c * bs), what(c * bs));
+    for (size_t c = share.first; c < (size_t)share.second; ++c) {
+        report_progress(progress, fraction(c * bs - first), what(c * bs - first));
         run_chunk(c);
     }
     report_progress(progress, f1, label + ": " + std::to_string(total) + "/" + std::to_string(total) + " candidates");
+    if (comm) {
+        // Every rank's range, in rank order, is the whole list in order.
+        std::vector<double> all = comm->all_gather_doubles(
+            std::vector<double>(out.loss.begin() + first, out.loss.begin() + first + total));
+        if (all.size() != tokens.size())
+            throw Error("greedy search: the ranks scored " + std::to_string(all.size()) + " candidates, not " +
+                        std::to_string(tokens.size()) + "; every rank must run the same search");
+        out.loss = std::move(all);
+    }
     return out;
 }
 

@@ -38,6 +38,7 @@
 namespace cushion {
 
 struct Cushion;
+class Communicator;
 
 // The default longest prefix, start tokens included (the paper leaves m unspecified: "small, a few tokens"); the
 // CLI's --max-prefix and the studio's Max prefix start from it.
@@ -58,6 +59,10 @@ struct GreedySearchOptions {
     // operations are too small to split (stories260K, one exhaustive step on the 2-core test machine: 14.3 s
     // on 1 thread, 19.6 s on 2; RESULTS.md), otherwise the process's setting. < 0: the process's setting.
     int threads = 0;
+    // Scoring shared out over processes (cushion/distributed.h): each rank scores a contiguous range of every
+    // pass's candidate batches and the losses are gathered on every rank, which then decide alike. Every rank
+    // must run the same search with the same settings. Null (or one process): everything here.
+    std::shared_ptr<Communicator> comm;
 };
 // The intra-op thread count a search with these options uses on the model's device (0 = unchanged).
 int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "cushion/distributed.h"
 #include "model/perplexity.h"
 #include "quant/quant_config.h"
 #include "formats/safetensors.h"
@@ -36,7 +37,8 @@ json parse_or_empty(const std::string& s) {
 }  // namespace
 
 TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<std::vector<int32_t>>& seqs,
-                          double lambda, const QuantLossOptions& loss, bool with_grad, int64_t ce_chunk_bytes) {
+                          double lambda, const QuantLossOptions& loss, bool with_grad, int64_t ce_chunk_bytes,
+                          int64_t ce_tokens, int64_t lq_docs) {
     if (seqs.empty()) throw Error("prefix tuning: no documents in the batch");
     const auto dev = m.device();
     at::Tensor tokens, valid;
@@ -86,14 +88,14 @@ TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<s
             at::Tensor tgt = tokens.narrow(1, s + 1, len).unsqueeze(-1);                  // (B, len, 1)
             at::Tensor mask = mask_all.narrow(1, s, len);
             at::Tensor nll = -lp.gather(-1, tgt).squeeze(-1).to(at::kDouble);             // (B, len)
-            at::Tensor part = nll.masked_fill(at::logical_not(mask), 0.0).sum() / double(r.tokens);
+            at::Tensor part = nll.masked_fill(at::logical_not(mask), 0.0).sum() / double(ce_tokens > 0 ? ce_tokens : r.tokens);
             if (h_det.requires_grad()) part.backward();
             ce = ce + part.detach();
         }
     }
     at::Tensor lq = hook.loss();
     if (!lq.defined()) lq = at::zeros({(int64_t)seqs.size()}, at::TensorOptions().dtype(at::kDouble).device(dev));
-    lq = lq.mean();
+    lq = lq_docs > 0 ? lq.sum() / double(lq_docs) : lq.mean();
     at::Tensor total = ce + lambda * lq;
     r.ce = ce.item<double>();
     r.lq = lq.item<double>();
@@ -204,6 +206,53 @@ TuneLoss PrefixTuner::loss_on(const std::vector<size_t>& idx, bool with_grad) co
     return prefix_tune_loss(*model_, kv, seqs, opts_.lambda, opts_.loss, with_grad, opts_.ce_chunk_bytes);
 }
 
+TuneLoss PrefixTuner::shared_loss(const std::vector<size_t>& idx) const {
+    Communicator& comm = *opts_.comm;
+    // The whole batch's normalisers: CE over every predicted position (each document predicts all its tokens
+    // but the first), L_q averaged over the documents.
+    int64_t tokens = 0;
+    for (size_t i : idx) {
+        if (i >= docs_.size()) throw Error("prefix tuning: document index out of range");
+        tokens += static_cast<int64_t>(docs_[i].size()) - 1;
+    }
+    const auto share = shard_range(idx.size(), comm.rank(), comm.world_size());
+    TuneLoss L;
+    if (share.second > share.first) {
+        std::vector<std::vector<int32_t>> seqs;
+        for (int64_t j = share.first; j < share.second; ++j) seqs.push_back(docs_[idx[j]]);
+        KVCache kv{k_, v_};
+        L = prefix_tune_loss(*model_, kv, seqs, opts_.lambda, opts_.loss, true, opts_.ce_chunk_bytes,
+                             std::max<int64_t>(tokens, 1), idx.size());
+    } else {  // fewer documents than ranks: this rank adds nothing
+        for (size_t l = 0; l < k_.size(); ++l) {
+            L.grad_k.push_back(at::zeros_like(k_[l]));
+            L.grad_v.push_back(at::zeros_like(v_[l]));
+        }
+    }
+    // One exchange: every gradient and the three losses, summed in float64.
+    std::vector<at::Tensor> sum;
+    for (size_t l = 0; l < k_.size(); ++l) {
+        sum.push_back(L.grad_k[l]);
+        sum.push_back(L.grad_v[l]);
+    }
+    sum.push_back(at::tensor({L.ce, L.lq, L.total}, at::kDouble));
+    comm.all_reduce_sum(sum);
+    double sq = 0;
+    for (size_t l = 0; l < k_.size(); ++l) {
+        L.grad_k[l] = sum[2 * l];
+        L.grad_v[l] = sum[2 * l + 1];
+        sq += sum[2 * l].to(at::kDouble).pow(2).sum().item<double>() + sum[2 * l + 1].to(at::kDouble).pow(2).sum().item<double>();
+    }
+    const at::Tensor losses = sum.back();
+    L.ce = losses[0].item<double>();
+    L.lq = losses[1].item<double>();
+    L.total = losses[2].item<double>();
+    L.grad_norm = std::sqrt(sq);
+    L.tokens = tokens;
+    L.docs = idx.size();
+    return L;
+}
+
 TuneStepResult PrefixTuner::step(const ProgressFn& progress) {
     if (done()) throw Error("prefix tuning: all epochs are done");
     const auto t0 = Clock::now();
@@ -215,7 +264,7 @@ TuneStepResult PrefixTuner::step(const ProgressFn& progress) {
     const std::string what = "epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(opts_.epochs) + " batch " +
                              std::to_string(batch_ + 1) + "/" + std::to_string(nb);
     report_progress(progress, double(t_) / total_steps_d, what);
-    TuneLoss L = loss_on(idx, true);
+    TuneLoss L = opts_.comm && opts_.comm->world_size() > 1 ? shared_loss(idx) : loss_on(idx, true);
     report_progress(progress, double(t_ + 1) / total_steps_d, what);
     // Adam (bias-corrected), in place, only now that nothing can cancel.
     {

@@ -36,6 +36,8 @@
 
 namespace cushion {
 
+class Communicator;
+
 struct PrefixTuneOptions {
     double lambda = 0.01;        // weight of L_q
     double lr = 1e-3;            // Adam learning rate
@@ -46,6 +48,10 @@ struct PrefixTuneOptions {
     bool shuffle = true;
     uint64_t seed = 0;
     int64_t ce_chunk_bytes = int64_t(64) << 20;  // logits memory per CE slice (see prefix_tune_loss)
+    // Data-parallel tuning (cushion/distributed.h): each rank takes a contiguous share of every batch's
+    // documents, the gradients are summed across ranks (each share normalised by the whole batch's counts),
+    // and every rank applies the same update. Null (or one process): everything here.
+    std::shared_ptr<Communicator> comm;
 };
 
 // One batch's losses (and, from gradients(), the gradients).
@@ -114,6 +120,7 @@ public:
 
 private:
     std::vector<size_t> epoch_order(int epoch) const;
+    TuneLoss shared_loss(const std::vector<size_t>& docs) const;  // loss_on(docs, true) shared out over comm
     std::string settings_json() const;
 
     std::shared_ptr<const Model> model_;
@@ -133,9 +140,12 @@ private:
 // to kv's tensors (computed on detached float32 copies; float64 when kv is float64) are returned as well.
 // CE is taken a slice of positions at a time so that about ce_chunk_bytes of logits exist at once (a 32k
 // vocabulary makes (B, T, V) logits large); the result does not depend on it beyond summation order.
+// ce_tokens / lq_docs > 0: CE is divided by ce_tokens instead of these documents' predicted positions and L_q
+// by lq_docs instead of their number (a share of a larger batch: the shares' losses and gradients add up to
+// the batch's).
 TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<std::vector<int32_t>>& seqs,
                           double lambda, const QuantLossOptions& loss, bool with_grad,
-                          int64_t ce_chunk_bytes = int64_t(64) << 20);
+                          int64_t ce_chunk_bytes = int64_t(64) << 20, int64_t ce_tokens = 0, int64_t lq_docs = 0);
 
 // The logits at the last prefix position given a (possibly tuned) KV: the last token run after the KV of
 // the earlier positions. (V) float32 on the CPU.
