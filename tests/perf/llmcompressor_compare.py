@@ -154,6 +154,7 @@ def worker(a):
     shadow = os.path.join(os.path.dirname(os.path.abspath(a.out)), f"llmc-config-{a.variant}")
     os.makedirs(shadow, exist_ok=True)
     c = json.loads(model.config.to_json_string())
+    c.pop("quantization_config", None)  # a GGUF's {"quant_method": "gguf"}: its weights are float32 in memory now
     if c.get("head_dim") and c["hidden_size"] % c["num_attention_heads"]:
         c["hidden_size"] = c["num_attention_heads"] * c["head_dim"]
     json.dump(c, open(os.path.join(shadow, "config.json"), "w"))
