@@ -238,7 +238,17 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     const IntraOpThreads threads(search_threads(opts_, model_->config, dev));
     Communicator* comm = opts_.comm && opts_.comm->world_size() > 1 ? opts_.comm.get() : nullptr;
     int64_t bs = std::min<int64_t>(batch_size(n), tokens.size());
-    if (comm) bs = comm->all_reduce_min(bs);  // the same batches on every rank (and as in one process)
+    if (comm) {
+        bs = comm->all_reduce_min(bs);  // the same batches on every rank (and as in one process)
+        // Every rank must score the same list (a screen that chose differently on one rank would mix lists).
+        uint64_t h = 1469598103934665603ULL ^ uint64_t(n);
+        for (int32_t t : tokens) h = (h ^ uint64_t(uint32_t(t))) * 1099511628211ULL;
+        const std::vector<double> all = comm->all_gather_doubles({double(h >> 12)});  // 52 bits: exact in a double
+        for (double x : all)
+            if (x != all[0])
+                throw Error("greedy search: the ranks were about to score different candidate lists (" + label +
+                            "); every rank must run the same search on the same kind of hardware and thread count");
+    }
     out.batch = bs;
     const at::Tensor sample =
         ids_tensor(std::vector<int32_t>(sample_.begin(), sample_.begin() + n), dev).unsqueeze(0);
