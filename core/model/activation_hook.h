@@ -3,20 +3,9 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-namespace cushion {
+#include "model/sites.h"
 
-enum class Site : int {
-    AttnIn = 0,  // input of q/k/v projections (after the attention norm)
-    OIn,         // input of the output projection (attention result)
-    MlpIn,       // input of gate/up (Llama) or fc1 (OPT), after the FFN norm
-    DownIn,      // input of down (Llama) or fc2 (OPT)
-    Residual,    // residual stream at the block's output
-    Count
-};
-constexpr int kSiteCount = static_cast<int>(Site::Count);
-const char* site_name(Site s);         // "attn_in", "o_in", "mlp_in", "down_in", "residual"
-bool parse_site(const char* name, Site* out);
-inline bool site_is_linear_input(Site s) { return s != Site::Residual; }
+namespace cushion {
 
 class ActivationHook {
 public:

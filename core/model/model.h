@@ -12,14 +12,10 @@
 #include "model/kv_cache.h"
 #include "model/model_config.h"
 #include "model/model_weights.h"
+#include "model/sites.h"
 #include "tokenizer/tokenizer.h"
 
 namespace cushion {
-
-// The block linear layers, for LinearKernels (OPT: fc1 = Up, fc2 = Down; it has no Gate).
-enum class LinearId : int { Q = 0, K, V, O, Gate, Up, Down, Count };
-constexpr int kLinearCount = static_cast<int>(LinearId::Count);
-const char* linear_name(LinearId id);  // "q", "k", "v", "o", "gate", "up", "down"
 
 // Replaces how the block linears are computed (e.g. real int8 kernels for an exported package). The forward
 // pass calls it after the activation hook of the linear's input site; it must return x W^T + b, shaped

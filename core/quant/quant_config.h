@@ -9,12 +9,14 @@
 // - Optional KV-cache quantization of the new tokens' keys (after RoPE) and values: asymmetric min-max
 //   per head and per token (one scale/zero for each head_dim vector). A prefix (cushion) KV is stored,
 //   not recomputed, and stays in full precision.
+//
+// No tensor header (model/sites.h only): the studio's widgets use QuantConfig as it is (ctest light_headers).
 #pragma once
 #include <array>
 #include <cstdint>
 #include <string>
 
-#include "model/activation_hook.h"
+#include "model/sites.h"
 
 namespace cushion {
 
