@@ -72,33 +72,41 @@ std::shared_ptr<Model> load_model_from_args(const Args& a) {
     return m;
 }
 
+namespace {
+// OpenOptions from the common options (--device, --dtype, --tokenizer, --kernels, --cushion).
+OpenOptions open_options(const Args& a, bool with_cushion) {
+    OpenOptions o;
+    o.device = parse_device(a.get("device", "cpu"));
+    o.dtype = parse_dtype(a.get("dtype", "fp32"));
+    o.tokenizer_path = a.get("tokenizer");
+    o.kernels = a.get("kernels", "simulated");
+    if (o.kernels != "simulated" && o.kernels != "int8")
+        throw Error("--kernels must be simulated or int8, not '" + o.kernels + "'");
+    if (with_cushion) o.cushion_path = a.get("cushion");
+    return o;
+}
+
+RunTarget open_with_bar(const Args& a, bool with_cushion) {
+    OpenOptions o = open_options(a, with_cushion);
+    ProgressBar bar("loading", a.has("quiet"));
+    o.progress = bar.fn();
+    RunTarget t = open_target(model_arg(a), o);
+    bar.finish();
+    for (const auto& w : t.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    for (size_t i = 0; i < t.notes.size(); ++i) std::fprintf(stderr, "%s%s\n", i ? "notice: " : "", t.notes[i].c_str());
+    return t;
+}
+}  // namespace
+
 std::shared_ptr<QuantizedPackage> package_from_args(const Args& a) {
     const std::string path = model_arg(a);
-    const std::string kernels = a.get("kernels", "simulated");
-    if (kernels != "simulated" && kernels != "int8")
-        throw Error("--kernels must be simulated or int8, not '" + kernels + "'");
     if (!is_package_directory(path)) {
-        if (kernels != "simulated")
+        (void)open_options(a, false);  // --kernels checked
+        if (a.get("kernels", "simulated") != "simulated")
             throw Error("--kernels int8 runs an exported package (`cushion export`); " + path + " is not one");
         return nullptr;
     }
-    const c10::Device dev = parse_device(a.get("device", "cpu"));
-    const at::ScalarType dt = parse_dtype(a.get("dtype", "fp32"));
-    LoadPackageOptions lo;
-    lo.tokenizer_path = a.get("tokenizer");
-    ProgressBar bar("loading package", a.has("quiet"));
-    lo.progress = bar.fn();
-    auto p = load_package(path, lo);
-    bar.finish();
-    for (const auto& w : p->model->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    p->to(dev, dt);
-    if (kernels == "int8") {
-        const Int8KernelInfo k = use_int8_kernels(*p);
-        std::fprintf(stderr, "int8 kernels (%s): %d block linears as integer products (int32 sums), %d on float\n",
-                     k.engine.c_str(), k.int8_linears, k.fallback_linears);
-        for (const auto& n : k.notes) std::fprintf(stderr, "notice: %s\n", n.c_str());
-    }
-    return p;
+    return open_with_bar(a, false).pkg;
 }
 
 std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m) {
@@ -109,14 +117,7 @@ std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m) {
     return c;
 }
 
-RunTarget run_target_from_args(const Args& a) {
-    RunTarget t;
-    t.pkg = package_from_args(a);
-    t.model = t.pkg ? t.pkg->model : load_model_from_args(a);
-    t.cushion = cushion_from_args(a, *t.model);
-    if (t.pkg && !t.cushion) t.cushion = std::make_unique<Cushion>(t.pkg->cushion);
-    return t;
-}
+RunTarget run_target_from_args(const Args& a) { return open_with_bar(a, true); }
 
 void print_json(const nlohmann::json& j, int indent) {
     std::cout << j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";

@@ -9,6 +9,7 @@
 #include "cushion/cushion.h"
 #include "model/model.h"
 #include "quant/quant_config.h"
+#include "package/open_target.h"
 #include "package/quantized_package.h"
 
 namespace cushion::cli {
@@ -37,25 +38,8 @@ std::unique_ptr<Cushion> cushion_from_args(const Args& a, const Model& m);
 // --kernels int8 switches the package to the integer kernels (int8_kernels.h); an Error when it cannot, or when
 // MODEL is not a package.
 std::shared_ptr<QuantizedPackage> package_from_args(const Args& a);
-// What generate and ppl run: MODEL as an exported package (its model, activation quantizer, kernels and cushion)
-// or as a plain model, with --cushion FILE taking the place of a package's own cushion.
-struct RunTarget {
-    std::shared_ptr<QuantizedPackage> pkg;  // null for a plain model
-    std::shared_ptr<Model> model;
-    std::unique_ptr<Cushion> cushion;       // null: none
-    // Sets the options' hook, kernels, prefix and prefix_last_logits (GenerateOptions, PerplexityOptions).
-    template <class Options>
-    void apply(Options* o) const {
-        if (pkg) {
-            o->hook = pkg->hook.get();
-            o->kernels = pkg->kernels.get();
-        }
-        if (cushion) {
-            o->prefix = &cushion->kv;
-            o->prefix_last_logits = cushion->last_logits;
-        }
-    }
-};
+// What generate and ppl run (package/open_target.h): MODEL as an exported package (its model, activation
+// quantizer, kernels and cushion) or as a plain model, with --cushion FILE taking the place of a package's own.
 RunTarget run_target_from_args(const Args& a);
 // --wbits --abits --group --act --smoothquant --kv-bits (eval's defaults: W8A8 per-tensor-static g128, SQ off).
 QuantConfig quant_config_from_args(const Args& a);

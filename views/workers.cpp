@@ -234,29 +234,16 @@ void ModelWorker::load(const QString& path, const QString& device, const QString
         const c10::Device dev = cushion::parse_device(device.toStdString());
         const at::ScalarType dt = cushion::parse_dtype(dtype.toStdString());
         auto info = std::make_shared<ModelInfo>();
-        std::shared_ptr<cushion::Model> m;
-        if (cushion::is_package_directory(path.toStdString())) {
-            // An exported package: hashes and tool version checked, weights dequantized from the codes.
-            cushion::LoadPackageOptions lo;
-            lo.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.9); };
-            auto pkg = cushion::load_package(path.toStdString(), lo);
-            if (cancel_.load()) throw cushion::Cancelled();
-            if (dev != pkg->model->device() || dt != pkg->model->dtype()) {
-                report(0.92, "moving to " + device.toStdString() + " " + dtype.toStdString());
-                pkg->to(dev, dt);
-            }
-            m = pkg->model;
-            info->package = packageInfo(*pkg);
-        } else {
-            cushion::LoadOptions opts;
-            opts.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.9); };
-            m = cushion::load_model(path.toStdString(), opts);
-            if (cancel_.load()) throw cushion::Cancelled();
-            if (dev != m->device() || dt != m->dtype()) {
-                report(0.92, "moving to " + device.toStdString() + " " + dtype.toStdString());
-                m->to(dev, dt);
-            }
-        }
+        // A package (hashes and tool version checked, weights dequantized from the codes) or a model: the rule
+        // the CLI uses (package/open_target.h).
+        cushion::OpenOptions oo;
+        oo.device = dev;
+        oo.dtype = dt;
+        oo.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.95); };
+        cushion::RunTarget t = cushion::open_target(path.toStdString(), oo);
+        if (cancel_.load()) throw cushion::Cancelled();
+        std::shared_ptr<cushion::Model> m = t.model;
+        if (t.pkg) info->package = packageInfo(*t.pkg);
         const auto& c = m->config;
         info->path = path;
         info->format = info->package ? QString("package") : q(m->format);
