@@ -931,9 +931,21 @@ std::unique_ptr<Tokenizer> load_tokenizer_json_impl(const std::string& path) {
     for (const json& pp : flatten(post, "processors")) {
         if (type_of(pp) != "TemplateProcessing" || !pp.contains("single") || !pp["single"].is_array()) continue;
         auto special_id = [&](const std::string& name) {
-            if (pp.contains("special_tokens") && pp["special_tokens"].contains(name)) {
-                const json& ids = pp["special_tokens"][name]["ids"];
-                if (ids.is_array() && !ids.empty() && ids[0].is_number_integer()) return ids[0].get<int32_t>();
+            // Looked up with find(), never a const operator[] on a key that may be missing (undefined behaviour; an
+            // assertion in nlohmann's checked builds: found by the tokenizer_json fuzz target).
+            const auto st = pp.find("special_tokens");
+            if (st != pp.end() && st->is_object()) {
+                const auto entry = st->find(name);
+                if (entry != st->end() && entry->is_object()) {
+                    const auto ids = entry->find("ids");
+                    if (ids != entry->end() && ids->is_array() && !ids->empty() && (*ids)[0].is_number_integer()) {
+                        const int64_t id = (*ids)[0].get<int64_t>();
+                        if (id < 0 || id > std::numeric_limits<int32_t>::max())
+                            throw Error(where + ": post_processor special token '" + name + "' has id " +
+                                        std::to_string(id) + ", outside the vocabulary");
+                        return static_cast<int32_t>(id);
+                    }
+                }
             }
             return find(name);
         };
@@ -941,7 +953,10 @@ std::unique_ptr<Tokenizer> load_tokenizer_json_impl(const std::string& path) {
         for (const auto& item : pp["single"]) {
             if (item.contains("Sequence")) seen_seq = true;
             else if (item.contains("SpecialToken") && item["SpecialToken"].contains("id")) {
-                const int32_t id = special_id(item["SpecialToken"]["id"].get<std::string>());
+                const json& sid = item["SpecialToken"]["id"];
+                if (!sid.is_string())
+                    throw Error(where + ": post_processor.single: SpecialToken.id is not a string: " + sid.dump());
+                const int32_t id = special_id(sid.get<std::string>());
                 if (!seen_seq && bos < 0) bos = id;
                 if (seen_seq && eos < 0) eos = id;
             }

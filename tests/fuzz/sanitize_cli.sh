@@ -12,7 +12,9 @@ head -n 8 "$R/resources/text/tinystories-eval.txt" >"$W/eval.txt"
 fail=0
 ok() {  # the command must succeed
   echo "== $*"
-  if ! "$@" >"$W/out.txt" 2>&1; then tail -n 40 "$W/out.txt"; echo "FAILED (exit $?): $*"; fail=1; fi
+  "$@" >"$W/out.txt" 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ]; then tail -n 40 "$W/out.txt"; echo "FAILED (exit $rc): $*"; fail=1; fi
 }
 refused() {  # the command must fail with a message (exit 1-3), not crash (a sanitizer abort is 134)
   echo "== (refused) $*"
@@ -35,7 +37,7 @@ ok "$B" ppl --text "$W/eval.txt" --cushion "$W/c.cushion" --quiet
 ok "$B" export --cushion "$W/c.cushion" --calib "$W/calib.txt" --text "$W/eval.txt" --out "$W/pkg" --group 32 --quiet
 ok "$B" verify "$W/pkg" --quiet
 ok "$B" generate "$W/pkg" --prompt "Once" --max-tokens 8 --quiet
-ok "$B" eval --text "$W/eval.txt" --cushion "$W/c.cushion" --quiet
+ok "$B" eval --calib "$W/calib.txt" --text "$W/eval.txt" --cushion "$W/c.cushion" --quiet
 # Refused with a message: a directory as a model, a truncated GGUF, a damaged package, a named pipe.
 refused "$B" info "$W" --quiet
 head -c 3000 "$M/stories260K.gguf" >"$W/cut.gguf"
