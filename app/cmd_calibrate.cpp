@@ -14,8 +14,8 @@
 #include "cli_progress.h"
 #include "cushion/cushion.h"
 #include "cushion/greedy_search.h"
-#include "model/perplexity.h"
 #include "cushion/token_lists.h"
+#include "model/perplexity.h"
 #include "cushion/prefix_tuner.h"
 #include "quant/quant_config.h"
 #include "base/sha256.h"
@@ -47,6 +47,12 @@ const char* kCalibrateHelp =
     "                         the cushion is for; L_q quantizes each activation tensor of the sample as a whole\n"
     "  --sites LIST           L_q sites (default attn_in,o_in,mlp_in,down_in)\n"
     "  --candidates LIST      candidate token ids, e.g. 3-100,200 (default: every non-special token)\n"
+    "  Step kind (default: exhaustive when a step costs at most 2 TFLOP, e.g. stories260K; fast above it, e.g.\n"
+    "  SmolLM2-135M's 49152 candidates; the chosen kind is printed):\n"
+    "  --exhaustive           every candidate's L_q on the whole sample (|V| forward passes of the sample)\n"
+    "  --fast                 screen every candidate at about one token's forward pass (first-order estimate of\n"
+    "                         L_q from its key/value, cushion/candidate_screen.h), re-score the best exactly\n"
+    "  --screen-keep K        fast steps: candidates re-scored exactly on the whole sample (default 16)\n"
     "  --pruned               pruned steps: score all candidates on a window, re-score the best on the sample\n"
     "  --prune-window N       window tokens (default 64)\n"
     "  --prune-keep K         candidates re-scored (default 16)\n"
@@ -113,6 +119,11 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
     so.loss.bits = static_cast<int>(a.get_int("abits", 8, 1, 64));
     if (a.has("sites")) so.loss.sites = parse_sites(a.get("sites"));
     so.pruned = a.has("pruned");
+    if (a.has("exhaustive") + a.has("fast") + a.has("pruned") > 1)
+        throw Error("--exhaustive, --fast and --pruned choose the step kind: give at most one");
+    so.step_kind = a.has("exhaustive") ? StepChoice::Exhaustive : a.has("fast") ? StepChoice::Fast
+                 : a.has("pruned") ? StepChoice::Pruned : StepChoice::Auto;
+    so.screen_keep = static_cast<int>(a.get_int("screen-keep", 16, 1, 1 << 24));
     so.prune_window = a.get_int("prune-window", 64, 1, 1 << 24);
     so.prune_keep = static_cast<int>(a.get_int("prune-keep", 16, 1, 1 << 24));
     so.memory_budget = a.has("memory") ? a.get_int("memory", 0, 1, 1 << 24) << 20 : 0;
@@ -170,7 +181,7 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
     if (!quiet)
         std::fprintf(stderr, "search: %zu candidates, sample of %lld tokens, start L_q %.6g, tau %g, max prefix %d%s\n",
                      search.candidates().size(), (long long)n, search.initial_loss(), so.tau, so.max_prefix,
-                     so.pruned ? " (pruned steps)" : "");
+                     (std::string(" (") + step_kind_name(search.default_kind()) + " steps)").c_str());
 
     // ---- greedy search
     json jsteps = json::array();
@@ -180,9 +191,8 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
         bar.finish();
         save_ck();
         if (!quiet) {
-            std::fprintf(stderr, "step %d: %s  [%lld candidates in %.1f s, %.1f/s, batch %lld]\n", r.step, r.reason.c_str(),
-                         (long long)r.evaluated, r.seconds, r.seconds > 0 ? r.evaluated / r.seconds : 0.0,
-                         (long long)r.batch_size);
+            std::fprintf(stderr, "step %d: %s  [%s step, %lld candidates scored exactly in %.1f s, batch %lld]\n", r.step,
+                         r.reason.c_str(), step_kind_name(r.kind), (long long)r.evaluated, r.seconds, (long long)r.batch_size);
         }
     }
     for (const auto& h : search.history())
@@ -247,9 +257,9 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
 }  // namespace
 
 int cmd_calibrate(int argc, char** argv) {
-    Args a(argc, argv, 2, with({"pruned", "resume"}, common_flags()),
+    Args a(argc, argv, 2, with({"pruned", "exhaustive", "fast", "resume"}, common_flags()),
            with(with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
-                      "candidates", "prune-window", "prune-keep", "memory", "threads", "tune-epochs", "lambda", "lr", "batch",
+                      "candidates", "prune-window", "prune-keep", "screen-keep", "memory", "threads", "tune-epochs", "lambda", "lr", "batch",
                       "seed", "checkpoint"},
                      distributed_values()),
                 common_values()));
@@ -285,4 +295,3 @@ int cmd_calibrate(int argc, char** argv) {
 }
 
 }  // namespace cushion::cli
-

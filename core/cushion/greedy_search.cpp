@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "cushion/candidate_screen.h"
 #include "cushion/cushion.h"
 #include "cushion/distributed.h"
 #include "base/error.h"
@@ -57,6 +58,34 @@ std::string fmt(const char* f, double a, double b = 0, double c = 0) {
 }
 
 }  // namespace
+
+const char* step_choice_name(StepChoice c) {
+    switch (c) {
+        case StepChoice::Auto: return "auto";
+        case StepChoice::Exhaustive: return "exhaustive";
+        case StepChoice::Pruned: return "pruned";
+        case StepChoice::Fast: return "fast";
+    }
+    return "auto";
+}
+
+bool parse_step_choice(const std::string& s, StepChoice* out) {
+    for (StepChoice c : {StepChoice::Auto, StepChoice::Exhaustive, StepChoice::Pruned, StepChoice::Fast})
+        if (s == step_choice_name(c)) {
+            *out = c;
+            return true;
+        }
+    return false;
+}
+
+const char* step_kind_name(StepKind k) {
+    switch (k) {
+        case StepKind::Exhaustive: return "exhaustive";
+        case StepKind::Pruned: return "pruned";
+        case StepKind::Fast: return "fast";
+    }
+    return "exhaustive";
+}
 
 const char* stop_reason_name(StopReason r) {
     switch (r) {
@@ -158,6 +187,9 @@ GreedySearch::GreedySearch(std::shared_ptr<const Model> model, std::vector<int32
     if (opts_.max_prefix < 1) throw Error("greedy search: the maximum prefix length must be at least 1");
     if (opts_.memory_budget < 0) throw Error("greedy search: the memory budget must be positive (0 = automatic)");
     if (opts_.prune_window < 1 || opts_.prune_keep < 1) throw Error("greedy search: prune window and keep must be >= 1");
+    if (opts_.screen_keep < 1) throw Error("greedy search: the fast step must re-score at least 1 candidate (screen keep)");
+    if (opts_.screen_head < 0) throw Error("greedy search: the fast step's exact head must not be negative");
+    if (opts_.screen_batch < 0) throw Error("greedy search: the screen batch must be positive (0 = automatic)");
     QuantLossHook validate(opts_.loss);  // throws on bad bits / sites
     (void)validate;
     if (opts_.start_tokens.empty()) {
@@ -344,6 +376,33 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         scored = candidates_;
         r.evaluated = candidates_.size();
         r.batch_size = s.batch;
+    } else if (kind == StepKind::Fast) {
+        // The screen (one token's forward pass per candidate), then the best screen_keep exactly.
+        const size_t k = std::min<size_t>(opts_.screen_keep, candidates_.size());
+        const int64_t P = prefix_.size();
+        const double cs = candidates_.size() * CandidateScreen::flops_per_candidate(model_->config, P, n, opts_.screen_head);
+        const double cf = k * search_flops_per_candidate(model_->config, P, n);
+        const double split = cs / (cs + cf);
+        report_progress(progress, 0, label + " (screen): preparing the sample");
+        const CandidateScreen screen(*model_, prefix_kv_, sample_, opts_.loss, opts_.screen_head);
+        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : (model_->device().is_cpu() ? 256 : 1024);
+        std::vector<double> est = screen.estimate(candidates_, sb, progress, 0, split, label + " (screen)");
+        r.window_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
+        auto wl = r.window_loss.accessor<double, 1>();
+        for (size_t i = 0; i < candidates_.size(); ++i) wl[candidates_[i]] = loss_ + est[i];
+        std::vector<size_t> order(candidates_.size());
+        std::iota(order.begin(), order.end(), 0);
+        auto key = [&](size_t i) { return std::isnan(est[i]) ? std::numeric_limits<double>::infinity() : est[i]; };
+        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
+        for (size_t i = 0; i < k; ++i) r.shortlist.push_back(candidates_[order[i]]);
+        std::vector<int32_t> sorted = r.shortlist;
+        std::sort(sorted.begin(), sorted.end());
+        Scores sf = score_tokens(sorted, n, progress, split, 1, label + " (re-score)");
+        for (size_t i = 0; i < sorted.size(); ++i) cl[sorted[i]] = sf.loss[i];
+        scored = sorted;
+        r.evaluated = sorted.size();
+        r.batch_size = sf.batch;
+        std::stable_sort(r.shortlist.begin(), r.shortlist.end(), [&](int32_t a, int32_t b) { return cl[a] < cl[b]; });
     } else {
         const int64_t w = std::min<int64_t>(opts_.prune_window, n);
         const size_t k = std::min<size_t>(opts_.prune_keep, candidates_.size());
@@ -410,14 +469,26 @@ void GreedySearch::record(const GreedyStepResult& r) {
     h.accepted = r.accepted;
     h.overridden = r.overridden;
     h.pruned = r.kind == StepKind::Pruned;
+    h.kind = r.kind;
     h.stop = r.stop;
     h.seconds = r.seconds;
     history_.push_back(h);
 }
 
-GreedyStepResult GreedySearch::step(const ProgressFn& progress) {
-    return step(opts_.pruned ? StepKind::Pruned : StepKind::Exhaustive, progress);
+StepKind GreedySearch::default_kind() const {
+    if (opts_.pruned) return StepKind::Pruned;
+    switch (opts_.step_kind) {
+        case StepChoice::Exhaustive: return StepKind::Exhaustive;
+        case StepChoice::Pruned: return StepKind::Pruned;
+        case StepChoice::Fast: return StepKind::Fast;
+        case StepChoice::Auto: break;
+    }
+    const double ex = double(candidates_.size()) *
+                      search_flops_per_candidate(model_->config, (int64_t)prefix_.size(), (int64_t)sample_.size());
+    return ex <= kAutoExhaustiveFlops ? StepKind::Exhaustive : StepKind::Fast;
 }
+
+GreedyStepResult GreedySearch::step(const ProgressFn& progress) { return step(default_kind(), progress); }
 
 GreedyStepResult GreedySearch::step(StepKind kind, const ProgressFn& progress) {
     if (done()) return last_stop_;
@@ -525,6 +596,9 @@ std::string GreedySearch::settings_json() const {
     j["pruned"] = opts_.pruned;
     j["prune_window"] = opts_.prune_window;
     j["prune_keep"] = opts_.prune_keep;
+    j["step_kind"] = step_choice_name(opts_.pruned ? StepChoice::Pruned : opts_.step_kind);
+    j["screen_keep"] = opts_.screen_keep;
+    j["screen_head"] = opts_.screen_head;
     return j.dump();
 }
 
@@ -533,7 +607,7 @@ std::string GreedySearch::history_json() const {
     for (const auto& h : history_) {
         json s = {{"step", h.step}, {"lq_before", h.loss_before}, {"lq_after", h.loss_after},
                   {"best_lq", h.best_loss}, {"accepted", h.accepted}, {"overridden", h.overridden},
-                  {"pruned", h.pruned}, {"seconds", h.seconds}};
+                  {"pruned", h.pruned}, {"kind", step_kind_name(h.kind)}, {"seconds", h.seconds}};
         if (h.token >= 0) {
             s["token"] = h.token;
             s["piece"] = h.piece;
@@ -602,6 +676,8 @@ void GreedySearch::restore(const std::string& state) {
         e.accepted = s.at("accepted").get<bool>();
         e.overridden = s.value("overridden", false);
         e.pruned = s.value("pruned", false);
+        const std::string kind = s.value("kind", e.pruned ? "pruned" : "exhaustive");
+        e.kind = kind == "fast" ? StepKind::Fast : kind == "pruned" ? StepKind::Pruned : StepKind::Exhaustive;
         e.stop = parse_stop(s.value("stop", ""));
         e.seconds = s.value("seconds", 0.0);
         hist.push_back(e);

@@ -44,6 +44,14 @@ class Communicator;
 // CLI's --max-prefix and the studio's Max prefix start from it.
 constexpr int kDefaultMaxPrefix = 4;
 
+// How step() chooses its kind (GreedySearchOptions::step_kind).
+enum class StepChoice { Auto, Exhaustive, Pruned, Fast };
+const char* step_choice_name(StepChoice c);                    // "auto", "exhaustive", "pruned", "fast"
+bool parse_step_choice(const std::string& s, StepChoice* out);  // the names above
+// Auto runs exhaustive steps up to this many floating-point operations a step (about 10 s on the 2-core test
+// machine), fast steps above.
+constexpr double kAutoExhaustiveFlops = 2e12;
+
 struct GreedySearchOptions {
     std::vector<int32_t> start_tokens;  // the initial prefix; empty = {<bos>}
     double tau = 0.5;                   // accept t* when L_q(prefix + t*) < tau * L_q(prefix); 0 < tau <= 1
@@ -52,9 +60,16 @@ struct GreedySearchOptions {
     std::vector<int32_t> candidates;    // empty = every token the tokenizer does not call special
     int64_t memory_budget = 0;          // bytes of transient memory per candidate batch; 0 = default_memory_budget
     int64_t max_batch = 0;              // > 0: at most this many candidates per batch (else from the budget)
-    bool pruned = false;                // step() runs pruned steps
+    bool pruned = false;                // step() runs pruned steps (the same as step_kind = Pruned)
     int64_t prune_window = 64;          // sample tokens of the pruning pass
     int prune_keep = 16;                // candidates re-scored on the whole sample
+    // The kind of step() (and of `cushion calibrate` and the studio's Step): Auto = exhaustive when an exhaustive
+    // step costs at most kAutoExhaustiveFlops (stories260K: 0.2 TFLOP), else the fast step (SmolLM2-135M: ~5 PFLOP).
+    StepChoice step_kind = StepChoice::Auto;
+    int screen_keep = 16;               // fast steps: candidates re-scored exactly on the whole sample
+    int64_t screen_head = 0;            // fast steps: first sample tokens run exactly after every candidate (costs 1 + head
+                                        // token forwards per candidate; measured no better on stories260K, RESULTS.md)
+    int64_t screen_batch = 0;           // fast steps: candidates per screening forward pass (0 = 256 on the CPU, 1024 on a GPU)
     // CPU intra-op threads while scoring. 0 = automatic: 1 for models narrower than 1024, whose per-candidate
     // operations are too small to split (stories260K, one exhaustive step on the 2-core test machine: 14.3 s
     // on 1 thread, 19.6 s on 2; RESULTS.md), otherwise the process's setting. < 0: the process's setting.
@@ -88,7 +103,12 @@ int64_t default_memory_budget(c10::Device dev);
 // attention products over the keys each query can see (causal); no LM head).
 double search_flops_per_candidate(const ModelConfig& c, int64_t P, int64_t n);
 
-enum class StepKind { Exhaustive, Pruned };
+// Exhaustive: every candidate's L_q on the whole sample. Pruned: every candidate on the first prune_window sample
+// tokens, the best prune_keep re-scored on the whole sample. Fast: every candidate through the screen of
+// cushion/candidate_screen.h (about one token's forward pass each), the best screen_keep re-scored exactly on the
+// whole sample; t* is the best of those.
+enum class StepKind { Exhaustive, Pruned, Fast };
+const char* step_kind_name(StepKind k);  // "exhaustive", "pruned", "fast"
 
 enum class StopReason {
     None,           // the step accepted a token; the search goes on
@@ -103,8 +123,9 @@ struct GreedyStepResult {
     int step = 0;                  // 1-based index of this step in the search (including overrides)
     StepKind kind = StepKind::Exhaustive;
     at::Tensor candidate_loss;     // (V) float64 CPU: L_q(prefix + t) on the whole sample; NaN where not scored
-    at::Tensor window_loss;        // pruned steps: (V) float64 L_q on the pruning window (NaN where not scored)
-    std::vector<int32_t> shortlist;  // pruned steps: the candidates re-scored on the whole sample, best first
+    at::Tensor window_loss;        // pruned steps: (V) float64 L_q on the pruning window; fast steps: (V) the
+                                   // screen's estimate of L_q(prefix + t) (NaN where not scored)
+    std::vector<int32_t> shortlist;  // pruned and fast steps: the candidates re-scored on the whole sample, best first
     int32_t best_token = -1;       // t* (lowest L_q; ties -> lowest id); -1 if nothing was scored
     double best_loss = 0;          // L_q(prefix + t*)
     int32_t chosen_token = -1;     // the token appended: t*, or the caller's with override_step; -1 if none
@@ -127,6 +148,7 @@ struct GreedyHistoryEntry {
     std::string piece;
     double loss_before = 0, loss_after = 0, best_loss = 0;
     bool accepted = false, overridden = false, pruned = false;
+    StepKind kind = StepKind::Exhaustive;
     StopReason stop = StopReason::None;
     double seconds = 0;
 };
@@ -138,7 +160,9 @@ public:
     // fit the context with room for max_prefix, or token ids out of range.
     GreedySearch(std::shared_ptr<const Model> model, std::vector<int32_t> sample, GreedySearchOptions opts = {});
 
-    // One greedy step (opts.pruned picks the kind): scores the candidates, accepts t* or stops. After a
+    // The kind step() runs: opts.pruned / step_kind, Auto resolved by the exhaustive step's cost.
+    StepKind default_kind() const;
+    // One greedy step (default_kind()): scores the candidates, accepts t* or stops. After a
     // stop, further steps return the same stop without work (until override_step appends a token).
     GreedyStepResult step(const ProgressFn& progress = {});
     GreedyStepResult step(StepKind kind, const ProgressFn& progress = {});
@@ -163,6 +187,7 @@ public:
     bool done() const { return stop_ != StopReason::None; }
     StopReason stop_reason() const { return stop_; }
     const std::vector<int32_t>& prefix() const { return prefix_; }
+    const KVCache& prefix_kv() const { return prefix_kv_; }  // the prefix's keys and values (batch 1)
     double loss() const { return loss_; }                  // L_q(prefix)
     double initial_loss() const { return initial_loss_; }  // L_q(start prefix)
     const std::vector<GreedyHistoryEntry>& history() const { return history_; }

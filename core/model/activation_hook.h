@@ -17,6 +17,10 @@ public:
     // The new tokens' keys (after RoPE) and values, (B, n_kv_heads, T, head_dim), before they join the
     // prefix cache; a hook may replace them (KV-cache quantization). Default: nothing.
     virtual void on_kv(int layer, at::Tensor& k, at::Tensor& v, const at::Tensor& valid) {}
+    // Observation only: the new tokens' queries (B, n_heads, T, head_dim), after RoPE, and the keys and values
+    // they attend over, prefix included, (B, n_kv_heads, P + T, head_dim) (not repeated for grouped heads;
+    // query t sees keys 0 .. P + t), with the softmax scale. Default: nothing.
+    virtual void on_attention(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {}
 };
 
 }  // namespace cushion

@@ -72,6 +72,10 @@ public:
         for (auto* h : hooks)
             if (h) h->on_kv(layer, k, v, valid);
     }
+    void on_attention(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) override {
+        for (auto* h : hooks)
+            if (h) h->on_attention(layer, q, k, v, scale);
+    }
 };
 
 }  // namespace cushion

@@ -126,8 +126,9 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
     const at::Tensor tokens = tokens_in.to(dev, at::kLong);
     const int64_t B = tokens.size(0), T = tokens.size(1);
     const int64_t P = args.prefix ? args.prefix->length() : 0;
-    if (P + T > c.max_seq_len)
-        throw Error("sequence of " + std::to_string(P + T) + " tokens (prefix " + std::to_string(P) +
+    if (args.position_gap < 0) throw Error("forward: the position gap must not be negative");
+    if (P + args.position_gap + T > c.max_seq_len)
+        throw Error("sequence of " + std::to_string(P + args.position_gap + T) + " positions (prefix " + std::to_string(P) +
                     ") exceeds the model's maximum context of " + std::to_string(c.max_seq_len));
     if (args.prefix && !args.prefix->empty()) {
         if ((int64_t)args.prefix->k.size() != c.n_layers)
@@ -142,8 +143,9 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
     if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= c.vocab_size))
         throw Error("token id out of range [0, " + std::to_string(c.vocab_size) + ")");
 
-    // Positions P .. P+T-1.
-    at::Tensor pos = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev));
+    // Key indices of the new tokens P .. P+T-1; their positions are those plus the gap (ForwardArgs::position_gap).
+    const at::Tensor idx = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev));
+    at::Tensor pos = idx + args.position_gap;
     at::Tensor x = at::embedding(weights.tok_emb, tokens);  // (B, T, C)
     at::Tensor cos, sin;
     if (opt) {
@@ -157,7 +159,7 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
     }
     // Causal mask over [prefix | new]: query t may see key j when j <= P + t.
     at::Tensor key_pos = at::arange(P + T, at::TensorOptions().dtype(at::kLong).device(dev));
-    at::Tensor mask = key_pos.unsqueeze(0) > pos.unsqueeze(1);  // (T, P+T) true = masked
+    at::Tensor mask = key_pos.unsqueeze(0) > idx.unsqueeze(1);  // (T, P+T) true = masked
     const double scale = 1.0 / std::sqrt(double(D));
 
     if (args.present) {
@@ -189,6 +191,7 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
             args.present->k[l] = k;
             args.present->v[l] = v;
         }
+        if (args.hook) args.hook->on_attention(li, q, k, v, scale);
         at::Tensor kr = rep == 1 ? k : k.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
         at::Tensor vr = rep == 1 ? v : v.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
         at::Tensor attn = attention(q, kr, vr, mask, P, scale).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)

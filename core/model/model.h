@@ -35,6 +35,10 @@ struct ForwardArgs {
     bool last_logits_only = false;    // logits for the last position only: (B, 1, V)
     bool skip_logits = false;         // stop after the last block (probes, calibration)
     bool final_hidden = false;        // return the final-norm hidden states (B, T, C) instead of logits
+    // Positions skipped between the prefix and the new tokens: they sit at P + position_gap ... as if that many
+    // tokens came between (seen by nobody). The candidate screen (cushion/candidate_screen.h) runs the sample
+    // where it will sit after one more prefix token. 0 = contiguous.
+    int64_t position_gap = 0;
 };
 
 class Model {

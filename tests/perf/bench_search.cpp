@@ -7,10 +7,15 @@
 #include <ATen/core/grad_mode.h>
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 
+#include "cushion/candidate_screen.h"
 #include "cushion/greedy_search.h"
 #include "package/open_target.h"
 #include "model/perplexity.h"
@@ -162,6 +167,128 @@ void BM_PrunedAgreement(benchmark::State& st) {
     st.counters["speedup"] = t_ex / t_pr;
 }
 BENCHMARK(BM_PrunedAgreement)->Args({64, 16})->Args({128, 64})->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+// Agreement of the fast step (the candidate screen of cushion/candidate_screen.h, then the best K re-scored exactly)
+// with the exhaustive step: calibration samples at args[0] offsets 150 tokens apart, each from <bos> and from
+// <bos> + the exhaustive choice. Per problem one exhaustive step gives every candidate's exact L_q; the screen runs
+// with an exact head of 0, 1, 2 and 4 sample tokens, and the fast step's choice for K = 16 and 64 is the best
+// exact L_q among the screen's first K (what the fast step's re-scoring finds, to float rounding). Counters per
+// head h and K: agree_h<h>_k<K> (% of problems with the exhaustive choice), excess (mean and max % of L_q over
+// the exhaustive best), and the screen's time against the exhaustive step's.
+void BM_FastAgreement(benchmark::State& st) {
+    auto m = stories();
+    const int64_t n = default_sample_tokens(m->config, kMaxPrefix);
+    const std::vector<int64_t> heads{0, 4};
+    const std::vector<int> keeps{16, 64};
+    std::map<std::string, double> agree, excess, worst;
+    std::map<int64_t, double> t_screen;
+    double t_ex = 0;
+    int total = 0;
+    for (auto _ : st) {
+        for (int64_t i = 0; i < st.range(0); ++i) {
+            const int64_t off = 150 * i;
+            GreedySearch s(m, sample_at(*m, off, n), all_tokens(*m));
+            for (int depth = 0; depth < 2; ++depth) {
+                auto ex = s.score(StepKind::Exhaustive);
+                t_ex += ex.seconds;
+                ++total;
+                auto cl = ex.candidate_loss.accessor<double, 1>();
+                std::string line;
+                for (int64_t h : heads) {
+                    const auto t0 = std::chrono::steady_clock::now();
+                    CandidateScreen screen(*m, s.prefix_kv(), s.sample(), s.options().loss, h);
+                    std::vector<double> mass;
+                    const std::vector<double> est = screen.estimate(s.candidates(), 256, {}, 0, 1, "screen", &mass);
+                    t_screen[h] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                    std::vector<size_t> order(est.size()), by_mass(est.size());
+                    std::iota(order.begin(), order.end(), 0);
+                    std::iota(by_mass.begin(), by_mass.end(), 0);
+                    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return est[a] < est[b]; });
+                    std::stable_sort(by_mass.begin(), by_mass.end(), [&](size_t a, size_t b) { return mass[a] > mass[b]; });
+                    int rank = 0, mrank = 0;
+                    for (size_t j = 0; j < order.size(); ++j) {
+                        if (s.candidates()[order[j]] == ex.best_token) rank = j;
+                        if (s.candidates()[by_mass[j]] == ex.best_token) mrank = j;
+                    }
+                    line += " head " + std::to_string(h) + ": rank " + std::to_string(rank) + " mass rank " + std::to_string(mrank);
+                    for (int k : keeps) {
+                        double best = INFINITY;
+                        int32_t tok = -1;
+                        for (int j = 0; j < k && j < (int)order.size(); ++j) {
+                            const int32_t t = s.candidates()[order[j]];
+                            if (cl[t] < best || (cl[t] == best && t < tok)) best = cl[t], tok = t;
+                        }
+                        const std::string key = "h" + std::to_string(h) + "_k" + std::to_string(k);
+                        agree[key] += tok == ex.best_token;
+                        const double e = best / ex.best_loss - 1;
+                        excess[key] += e;
+                        worst[key] = std::max(worst[key], e);
+                    }
+                }
+                std::fprintf(stderr, "offset %lld depth %d: exhaustive %d (L_q %.6g, x%.4f, %.1f s);%s\n", (long long)off, depth,
+                             ex.best_token, ex.best_loss, ex.best_loss / ex.loss_before, ex.seconds, line.c_str());
+                if (depth == 0) s.override_step(ex.best_token);
+            }
+        }
+    }
+    st.counters["problems"] = total;
+    for (auto& [key, v] : agree) {
+        st.counters["agree_%_" + key] = 100.0 * v / total;
+        st.counters["excess_%_" + key] = 100.0 * excess[key] / total;
+        st.counters["max_excess_%_" + key] = 100.0 * worst[key];
+    }
+    for (auto& [h, t] : t_screen) st.counters["screen_speedup_h" + std::to_string(h)] = t_ex / t;
+}
+// Diagnostic: on a short sample (args[0] tokens) from <bos>, the exhaustive step against the screen with an exact
+// head of 0, 4 and the whole sample (where the screen is the range surrogate of the exact activations): the rank
+// of the exhaustive choice in the screen's order and the rank correlation of estimate and L_q.
+void BM_ScreenDiagnostic(benchmark::State& st) {
+    auto m = stories();
+    const int64_t n = st.range(0);
+    for (auto _ : st) {
+        for (int64_t off : {0, 150, 300}) {
+            GreedySearch s(m, sample_at(*m, off, n), all_tokens(*m));
+            auto ex = s.score(StepKind::Exhaustive);
+            auto cl = ex.candidate_loss.accessor<double, 1>();
+            const auto& cand = s.candidates();
+            std::vector<double> exact;
+            for (auto t : cand) exact.push_back(cl[t]);
+            auto ranks = [](const std::vector<double>& v) {
+                std::vector<size_t> o(v.size());
+                std::iota(o.begin(), o.end(), 0);
+                std::stable_sort(o.begin(), o.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
+                std::vector<double> r(v.size());
+                for (size_t j = 0; j < o.size(); ++j) r[o[j]] = j;
+                return r;
+            };
+            const auto re = ranks(exact);
+            std::string line;
+            for (int64_t h : {int64_t(0), int64_t(4), n}) {
+                CandidateScreen screen(*m, s.prefix_kv(), s.sample(), s.options().loss, h);
+                const auto est = screen.estimate(cand, 256);
+                const auto rs = ranks(est);
+                double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+                for (size_t j = 0; j < re.size(); ++j) mx += re[j], my += rs[j];
+                mx /= re.size(), my /= re.size();
+                for (size_t j = 0; j < re.size(); ++j)
+                    sxy += (re[j] - mx) * (rs[j] - my), sxx += (re[j] - mx) * (re[j] - mx), syy += (rs[j] - my) * (rs[j] - my);
+                int rank = 0;
+                for (size_t j = 0; j < cand.size(); ++j)
+                    if (cand[j] == ex.best_token) rank = rs[j];
+                char buf[160];
+                std::snprintf(buf, sizeof buf, " head %lld: best's rank %d, spearman %.3f, est(best) %+.4g vs exact %+.4g;",
+                              (long long)h, rank, sxy / std::sqrt(sxx * syy), est[std::find(cand.begin(), cand.end(), ex.best_token) - cand.begin()],
+                              ex.best_loss - ex.loss_before);
+                line += buf;
+            }
+            std::fprintf(stderr, "n %lld offset %lld: exhaustive %d x%.4f;%s\n", (long long)n, (long long)off, ex.best_token,
+                         ex.best_loss / ex.loss_before, line.c_str());
+        }
+    }
+}
+BENCHMARK(BM_ScreenDiagnostic)->Arg(64)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+BENCHMARK(BM_FastAgreement)->Arg(6)->Arg(12)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 
 }  // namespace
 
