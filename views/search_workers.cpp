@@ -187,7 +187,7 @@ void SearchWorker::step(bool pruned) {
             return;
         }
         const std::vector<int32_t> before = S.prefix();
-        const auto kind = pruned ? cushion::StepKind::Pruned : cushion::StepKind::Exhaustive;
+        const auto kind = pruned ? cushion::StepKind::Pruned : S.default_kind();  // automatic: exhaustive or fast (core)
         cushion::GreedyStepResult r = S.step(kind, [this](double f, const std::string& w) { return report(f, w); });
         const int64_t window = std::min<int64_t>(S.options().prune_window, S.sample().size());
         if (r.candidate_loss.defined()) s_->scores = scoresOf(r, before, true, window);
@@ -199,7 +199,7 @@ void SearchWorker::score(bool pruned) {
     runJob("Scoring candidates", [&] {
         requireSearch();
         auto& S = *s_->search;
-        const auto kind = pruned ? cushion::StepKind::Pruned : cushion::StepKind::Exhaustive;
+        const auto kind = pruned ? cushion::StepKind::Pruned : S.default_kind();  // automatic: exhaustive or fast (core)
         cushion::GreedyStepResult r = S.score(kind, [this](double f, const std::string& w) { return report(f, w); });
         const int64_t window = std::min<int64_t>(S.options().prune_window, S.sample().size());
         s_->scores = scoresOf(r, S.prefix(), false, window);
