@@ -1,7 +1,8 @@
 // The greedy prefix search on stories260K: one exhaustive step (all 512 vocabulary entries as candidates,
 // a 509-token calibration sample: 509 = the 512-token context less the longest prefix, 3) timed and
 // compared with its FLOP count at this machine's measured fp32 matmul rate; the pruned step's speed-up
-// and how often it picks the exhaustive step's token.
+// and how often it picks the exhaustive step's token; the same for the fast step (BM_FastAgreement) and a diagnosis
+// of its screen (BM_ScreenDiagnostic).
 // Run: build/bin/bench_search  (numbers go to tests/perf/RESULTS.md).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
