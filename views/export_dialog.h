@@ -5,7 +5,7 @@
 #pragma once
 #include <QDialog>
 
-#include "search_workers.h"
+#include "studio_types.h"
 
 class QCheckBox;
 class QLabel;

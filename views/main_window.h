@@ -1,41 +1,39 @@
-// The studio's main window: in the centre the two heatmap canvases (layers x tokens, channels x tokens)
-// and, on a second tab, the prompt's layers x tokens map before and after the current cushion side by
-// side; docks for the model, the prompt, quantization, the greedy search, prefix tuning and a log; the
-// export dialog; session project files (File > Save / Open session); menus with shortcuts, a status bar
-// with device and memory, settings remembered with QSettings. All engine work goes to the workers
-// (workers.h, search_workers.h); Run loops of the search and of tuning are driven from here, one step per
-// job, so Pause takes effect between steps and Cancel interrupts the step in progress.
+// The studio's main window: it assembles the views and the controllers. In the centre the activations and the
+// before/after cushion maps (activation_view.h); docks for the model, the prompt, quantization, the greedy
+// search, prefix tuning and a log; the export dialog; menus with shortcuts, a status bar with device and
+// memory, settings remembered with QSettings. The state lives in the controllers, apart from any widget:
+// the model (model_controller.h), the search (search_controller.h), tuning (tune_controller.h) and sessions
+// (session_controller.h); all engine work goes to the workers (workers.h, search_workers.h). main_window.cpp
+// wires controllers to views; main_window_layout.cpp builds the frame (docks, menus, status bar, settings).
 #pragma once
 #include <QMainWindow>
 #include <QStringList>
 
-#include <functional>
-#include <memory>
+#include "activation_view.h"
+#include "model_controller.h"
+#include "search_controller.h"
+#include "search_workers.h"  // workers(): the worker threads, for tests and benchmarks
+#include "session_controller.h"
+#include "tune_controller.h"
 
-#include "search_workers.h"
-#include "session.h"
-#include "workers.h"
-
-class QComboBox;
-class QTabWidget;
 class QDockWidget;
-class QDoubleSpinBox;
 class QLabel;
 class QMenu;
 class QPlainTextEdit;
 class QProgressBar;
-class QSpinBox;
+class QTabWidget;
 class QToolButton;
 
 namespace studio {
 
+class ExportDialog;
 class HeatmapCanvas;
 class ModelPanel;
 class PromptPanel;
 class QuantPanel;
 class SearchPanel;
 class TunePanel;
-class ExportDialog;
+class WorkerThreads;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -57,22 +55,22 @@ public:
     void showError(const QString& message);
 
     // Greedy search (the search panel's buttons). Step / Score / Run start a search first when there is none.
-    void newSearch();
-    void searchStep();
-    void searchScore();
-    void searchRun();
-    void searchPause();   // after the current step
-    void searchCancel();  // interrupts the current step
-    void acceptBest();
+    void newSearch() { search_->newSearch(); }
+    void searchStep() { search_->step(); }
+    void searchScore() { search_->score(); }
+    void searchRun() { search_->run(); }
+    void searchPause() { search_->pause(); }   // after the current step
+    void searchCancel() { search_->cancel(); }  // interrupts the current step
+    void acceptBest() { search_->acceptBest(); }
     void useSelected();   // the candidate selected in the table, instead of the best when right after a step
-    void undoSearchStep();
+    void undoSearchStep() { search_->undo(); }
     // Prefix tuning (the tuning panel's buttons).
-    void startTuning();
-    void pauseTuning();
-    void resumeTuning();
-    void tuneStep();
-    void cancelTuning();
-    void measurePerplexity();
+    void startTuning() { tune_->start(); }
+    void pauseTuning() { tune_->pause(); }
+    void resumeTuning() { tune_->resume(); }
+    void tuneStep() { tune_->step(); }
+    void cancelTuning() { tune_->cancel(); }
+    void measurePerplexity() { tune_->measure(); }
     // Export and sessions.
     void showExportDialog();
     void exportPackage();  // with the dialog's settings
@@ -80,15 +78,15 @@ public:
     void openSession(const QString& path);  // sessionOpened() when the model, search and cushion are back
     void requestCompare();
     // The cushion export, the before/after view and sessions use: the tuned one when there is one for the
-    // search's prefix, else the search's.
+    // search's prefix, else the search's (else an opened package's own).
     CushionPtr currentCushion() const;
     bool cushionIsTuned() const;
 
     // For tests and the screenshots.
-    ModelInfoPtr model() const { return model_; }
-    HeatmapDataPtr heatmap() const { return data_; }
-    HeatmapCanvas* layerCanvas() const { return layer_canvas_; }
-    HeatmapCanvas* channelCanvas() const { return channel_canvas_; }
+    ModelInfoPtr model() const { return model_ctl_->model(); }
+    HeatmapDataPtr heatmap() const { return centre_->data(); }
+    HeatmapCanvas* layerCanvas() const { return centre_->layerCanvas(); }
+    HeatmapCanvas* channelCanvas() const { return centre_->channelCanvas(); }
     ModelPanel* modelPanel() const { return model_panel_; }
     PromptPanel* promptPanel() const { return prompt_panel_; }
     QuantPanel* quantPanel() const { return quant_panel_; }
@@ -98,27 +96,30 @@ public:
     SearchPanel* searchPanel() const { return search_panel_; }
     TunePanel* tunePanel() const { return tune_panel_; }
     ExportDialog* exportDialog() const { return export_dialog_; }
-    SearchSnapshotPtr searchSnapshot() const { return search_snap_; }
-    TuneSnapshotPtr tuneSnapshot() const { return tune_snap_; }
-    CompareDataPtr comparison() const { return compare_; }
-    HeatmapCanvas* beforeCanvas() const { return before_canvas_; }
-    HeatmapCanvas* afterCanvas() const { return after_canvas_; }
-    QTabWidget* centreTabs() const { return centre_tabs_; }
-    QString compareSummary() const;
-    QString sessionPath() const { return session_path_; }
-    bool searchRunning() const { return search_running_; }
-    bool tuneRunning() const { return tune_running_; }
-    bool searchBusy() const { return search_jobs_ > 0 || search_starting_ || search_running_; }
-    bool tuneBusy() const { return tune_jobs_ > 0 || tune_running_; }
+    SearchSnapshotPtr searchSnapshot() const { return search_->snapshot(); }
+    TuneSnapshotPtr tuneSnapshot() const { return tune_->snapshot(); }
+    CompareDataPtr comparison() const { return centre_->comparison(); }
+    HeatmapCanvas* beforeCanvas() const { return centre_->beforeCanvas(); }
+    HeatmapCanvas* afterCanvas() const { return centre_->afterCanvas(); }
+    QTabWidget* centreTabs() const { return centre_->tabs(); }
+    QString compareSummary() const { return centre_->compareSummary(); }
+    QString sessionPath() const { return session_->path(); }
+    bool searchRunning() const { return search_->running(); }
+    bool tuneRunning() const { return tune_->running(); }
+    bool searchBusy() const { return search_->busy(); }
+    bool tuneBusy() const { return tune_->busy(); }
     WorkerThreads* workers() const { return workers_; }
+    SearchController* searchController() const { return search_; }
+    TuneController* tuneController() const { return tune_; }
+    SessionController* sessionController() const { return session_; }
     QString errorText() const;
     QStringList recentFiles() const { return recent_; }
     QMenu* recentMenu() const { return recent_menu_; }
-    int site() const;
-    void setSite(int site);
-    int selectedLayer() const { return layer_; }
-    void selectLayer(int layer);
-    QString selectionText() const;
+    int site() const { return centre_->site(); }
+    void setSite(int site) { centre_->setSite(site); }
+    int selectedLayer() const { return centre_->layer(); }
+    void selectLayer(int layer) { centre_->selectLayer(layer); }
+    QString selectionText() const { return centre_->selectionText(); }
     QString statusDevice() const;
     QString logText() const;
 
@@ -144,94 +145,50 @@ protected:
     void dropEvent(QDropEvent* e) override;
 
 private:
-    void buildActions();
+    QWidget* buildBanner();
+    void buildStatusBar();
     void buildDocks();
+    void buildActions();
+    void connectModel();
+    void connectQuantAndExport();
+    void connectSearch();
+    void connectTuning();
+    void connectSessions();
     void restoreSettings();
     void saveSettings();
     void addRecent(const QString& path);
     void refreshRecentMenu();
-    void refreshMaps();
-    void refreshChannelMap();
     void updateStatus();
     void log(const QString& line);
     void setTask(const QString& what, double fraction);  // fraction < 0: idle
     void onModelLoaded(const ModelInfoPtr& info);
-    void onProbed(const HeatmapDataPtr& data);
-    QString tokenLabel(int t) const;
-    QWidget* buildCompareView();
-    void refreshCompare();
-    void postSearchStart(const QString& restore_state);
-    bool ensureSearch(int then);  // false: a search is being started; `then` runs after it
-    void runPendingSearchAction();
-    void postSearchStep();
-    void postSearchScore();
-    void postTuneStep();
-    void onSearchUpdated(const SearchSnapshotPtr& snap);
-    void onTuneUpdated(const TuneSnapshotPtr& snap);
-    void invalidateTuning(const QString& why);
-    void updateSearchBusy();
-    void updateTuneBusy();
-    void resetCushionWork();  // forget the search, the tuning and their cushions
     void cushionChanged();
-    bool searchIdle() const { return search_jobs_ == 0 && !search_starting_ && !search_running_; }
-    bool tuneIdle() const { return tune_jobs_ == 0 && !tune_running_; }
-    void continueSessionRestore();
-    void finishSessionRestore(const QString& problem);
-    void restoreSessionTuner();
-    PplRequest pplRequest(PplWhich which, const CushionPtr& c) const;
+    void refreshCompare();
 
     Options opts_;
     WorkerThreads* workers_;
-    ModelInfoPtr model_;
-    HeatmapDataPtr data_;
-    quint64 probe_id_ = 0;
-    int layer_ = 0;
-    int selected_token_ = -1;
-    QString pending_model_;
+    ModelController* model_ctl_;
+    SearchController* search_;
+    TuneController* tune_;
+    SessionController* session_;
+    quint64 probe_id_ = 0, compare_id_ = 0;
+    bool compare_dirty_ = true;
+    bool canvases_prepared_ = false;  // showEvent made every canvas' GL context
+    bool auto_compare_tab_ = true;
     QStringList recent_;
 
-    HeatmapCanvas* layer_canvas_;
-    HeatmapCanvas* channel_canvas_;
-    QComboBox* site_combo_;
-    QSpinBox* layer_spin_;
-    QDoubleSpinBox* threshold_;
-    QLabel* selection_;
+    ActivationView* centre_;
     QLabel* banner_;
-    QToolButton* banner_close_;
     QWidget* banner_box_;
     ModelPanel* model_panel_;
     PromptPanel* prompt_panel_;
     QuantPanel* quant_panel_;
     SearchPanel* search_panel_;
-    QPlainTextEdit* log_;
-    QDockWidget *model_dock_, *prompt_dock_, *quant_dock_, *search_dock_, *log_dock_;
     TunePanel* tune_panel_;
-    QDockWidget* tune_dock_;
+    QPlainTextEdit* log_;
+    QDockWidget *model_dock_, *prompt_dock_, *quant_dock_, *search_dock_, *tune_dock_, *log_dock_;
     ExportDialog* export_dialog_ = nullptr;
-    QTabWidget* centre_tabs_;
-    HeatmapCanvas *before_canvas_, *after_canvas_;
-    QLabel* compare_label_;
-    CompareDataPtr compare_;
-    quint64 compare_id_ = 0;
-    bool compare_dirty_ = true;
-
-    SearchSnapshotPtr search_snap_;
-    TuneSnapshotPtr tune_snap_;
-    CushionPtr tuned_cushion_;        // the tuned cushion (from tuning or a session), for search_snap_'s prefix
-    std::vector<TunePoint> restored_points_;
-    bool search_running_ = false, search_starting_ = false;
-    int search_jobs_ = 0, tune_jobs_ = 0;  // posted and not yet finished
-    int pending_search_action_ = 0;   // 1 step, 2 score, 3 run: after the search being started
-    bool tune_running_ = false;
-    bool canvases_prepared_ = false;  // showEvent made every canvas' GL context
-    bool auto_compare_tab_ = true;
-    QString session_path_;
-    std::unique_ptr<SessionData> pending_session_;
-    int session_stage_ = 0;           // 1: waiting for the model, 2: the search, 3: the cushion, 4: the tuner
-    std::function<void()> after_tuner_saved_;  // saving a session: posts the session once the tuner state is written
-
     QMenu* recent_menu_;
-    QMenu* view_menu_;
     QLabel *status_task_, *status_device_, *status_memory_;
     QProgressBar* status_progress_;
 };

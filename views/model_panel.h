@@ -3,7 +3,7 @@
 #pragma once
 #include <QWidget>
 
-#include "workers.h"
+#include "studio_types.h"
 
 class QComboBox;
 class QLabel;

@@ -152,7 +152,7 @@ QuantPanel::QuantPanel(QWidget* parent) : QWidget(parent) {
     connect(sq_, &QCheckBox::toggled, this, &QuantPanel::updateEnabled);
     connect(run_, &QPushButton::clicked, this, &QuantPanel::runRequested);
     connect(cancel_, &QPushButton::clicked, this, &QuantPanel::cancelRequested);
-    setSettings(QuantSettings{});
+    setSettings(defaultQuantScheme());
     updateEnabled();
     setBusy(false);
 }
@@ -192,7 +192,7 @@ void QuantPanel::setPackage(const std::shared_ptr<const PackageInfo>& p) {
                                    "sites %6\nCushion %7 (the current cushion)")
                                     .arg(p->dir, p->tool_version, p->describe)
                                     .arg(p->quant.wbits ? tr("%1-bit").arg(p->quant.wbits) : tr("full precision"))
-                                    .arg(p->quant.abits ? tr("%1-bit %2").arg(p->quant.abits).arg(p->quant.granularity)
+                                    .arg(p->quant.abits ? tr("%1-bit %2").arg(p->quant.abits).arg(cushion::granularity_name(p->quant.act))
                                                         : tr("full precision"))
                                     .arg(p->sites, p->cushion_text));
         if (p->measured) {
@@ -226,25 +226,24 @@ void QuantPanel::browse(QLineEdit* edit) {
     if (!f.isEmpty()) edit->setText(f);
 }
 
-QuantSettings QuantPanel::settings() const {
-    QuantSettings s;
+cushion::QuantConfig QuantPanel::settings() const {
+    cushion::QuantConfig s;
     s.wbits = wbits_->currentData().toInt();
     s.group = group_->currentData().toInt();
     s.abits = abits_->currentData().toInt();
-    s.granularity = gran_->currentText();
-    s.smoothquant = sq_->isChecked();
-    s.alpha = alpha_->value();
+    s.act = cushion::parse_granularity(gran_->currentText().toStdString());  // the combo holds the three names
+    s.smoothquant_alpha = sq_->isChecked() ? alpha_->value() : -1;
     s.kv_bits = kv_->currentData().toInt();
     return s;
 }
 
-void QuantPanel::setSettings(const QuantSettings& s) {
+void QuantPanel::setSettings(const cushion::QuantConfig& s) {
     selectData(wbits_, s.wbits);
     selectData(group_, static_cast<int>(s.group));
     selectData(abits_, s.abits);
-    gran_->setCurrentText(s.granularity);
-    sq_->setChecked(s.smoothquant);
-    alpha_->setValue(s.alpha);
+    gran_->setCurrentText(cushion::granularity_name(s.act));
+    sq_->setChecked(s.smoothquant_on());
+    if (s.smoothquant_on()) alpha_->setValue(s.smoothquant_alpha);
     selectData(kv_, s.kv_bits);
 }
 

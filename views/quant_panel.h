@@ -4,7 +4,7 @@
 #pragma once
 #include <QWidget>
 
-#include "workers.h"
+#include "studio_types.h"
 
 class QCheckBox;
 class QComboBox;
@@ -23,8 +23,10 @@ class QuantPanel : public QWidget {
     Q_OBJECT
 public:
     explicit QuantPanel(QWidget* parent = nullptr);
-    QuantSettings settings() const;
-    void setSettings(const QuantSettings& s);
+    // The scheme shown (the four linear-input sites). SmoothQuant off: smoothquant_alpha -1, the alpha box
+    // keeps its value for when it is turned on again.
+    cushion::QuantConfig settings() const;
+    void setSettings(const cushion::QuantConfig& s);
     QString calibPath() const;
     QString evalPath() const;
     void setTextPaths(const QString& calib, const QString& eval);
@@ -40,7 +42,7 @@ public:
     void setPackage(const std::shared_ptr<const PackageInfo>& package);
     std::shared_ptr<const PackageInfo> package() const { return package_; }
     QString packageText() const;
-    QuantSettings ownSettings() const { return package_ ? own_ : settings(); }  // the user's, not a package's
+    cushion::QuantConfig ownSettings() const { return package_ ? own_ : settings(); }  // the user's, not a package's
 
     QuantResultPtr result() const { return result_; }
     QString resultText() const;
@@ -65,7 +67,7 @@ private:
     QuantResultPtr result_;
     bool model_ = false, busy_ = false;
     std::shared_ptr<const PackageInfo> package_;
-    QuantSettings own_;  // the scheme before a package was opened, back when it is closed
+    cushion::QuantConfig own_;  // the scheme before a package was opened, back when it is closed
 };
 
 }  // namespace studio

@@ -14,7 +14,7 @@
 #pragma once
 #include <QWidget>
 
-#include "search_workers.h"
+#include "studio_types.h"
 
 class QCheckBox;
 class QComboBox;

@@ -52,14 +52,7 @@ cushion::GreedySearchOptions searchOptions(const SearchSettings& s, const cushio
     return o;
 }
 
-cushion::QuantConfig quantConfig(const QuantSettings& s) {
-    cushion::QuantConfig cfg;
-    cfg.wbits = s.wbits;
-    cfg.group = s.group;
-    cfg.abits = s.abits;
-    cfg.act = cushion::parse_granularity(s.granularity.toStdString());
-    cfg.smoothquant_alpha = s.smoothquant ? s.alpha : -1;
-    cfg.kv_bits = s.kv_bits;
+cushion::QuantConfig validated(const cushion::QuantConfig& cfg) {
     cfg.validate();
     return cfg;
 }
@@ -118,7 +111,9 @@ void SearchWorker::start(const SearchRequest& req) {
         const cushion::Model& m = *req.model->model;
         cushion::GreedySearchOptions o = searchOptions(req.settings, m);
         report(0.05, "tokenizing the calibration text");
-        const auto docs = documents(m, req.calib_path, int64_t(1) << 40);
+        // Whole documents: the sample is cut from their concatenation (documents() would fit each after a prefix
+        // of this many tokens, i.e. empty them).
+        const auto docs = cushion::tokenize_documents(m, cushion::read_documents(req.calib_path.toStdString()), int64_t(1) << 40);
         const int64_t n = req.settings.sample_tokens > 0 ? req.settings.sample_tokens
                                                           : cushion::default_sample_tokens(m.config, o.max_prefix);
         std::vector<int32_t> sample = cushion::make_search_sample(docs, m.tokenizer->bos_id(), n);
@@ -405,7 +400,7 @@ void TuneWorker::measure(const PplRequest& req) {
         // As `cushion eval`: with a cushion the documents must fit after it (they lose their <bos>).
         const int64_t fit = std::max<int64_t>(cd ? cd->length() : 0, req.fit_after);
         const auto eval = documents(m, req.eval_path, fit, req.eval_docs);
-        const cushion::QuantConfig cfg = quantConfig(req.quant);
+        const cushion::QuantConfig cfg = validated(req.quant);
         std::vector<std::vector<int32_t>> calib;
         if (cfg.needs_calibration()) calib = documents(m, req.calib_path, fit);
         auto out = std::make_shared<PplResult>();
@@ -479,7 +474,7 @@ void ExportWorker::exportPackage(const ExportRequest& req) {
         if (!req.cushion) throw cushion::Error("no cushion to export: run the search first");
         const cushion::Model& m = *req.model->model;
         cushion::ExportOptions eo;
-        eo.config = quantConfig(req.quant);
+        eo.config = validated(req.quant);
         eo.calib_file = req.calib_path.toStdString();
         eo.eval_file = req.eval_path.toStdString();
         eo.overwrite = req.overwrite;

@@ -54,13 +54,13 @@ QByteArray sessionToJson(const SessionData& s, const QString& session_path) {
     root["model"] = QJsonObject{{"path", s.model_path}, {"device", s.device}, {"dtype", s.dtype}};
     root["prompt"] = s.prompt;
     root["texts"] = QJsonObject{{"calibration", s.calib_path}, {"evaluation", s.eval_path}};
-    const QuantSettings& q = s.quant;
+    const cushion::QuantConfig& q = s.quant;
     root["quantization"] = QJsonObject{{"wbits", q.wbits},
                                        {"group", static_cast<double>(q.group)},
                                        {"abits", q.abits},
-                                       {"granularity", q.granularity},
-                                       {"smoothquant", q.smoothquant},
-                                       {"alpha", q.alpha},
+                                       {"granularity", cushion::granularity_name(q.act)},
+                                       {"smoothquant", q.smoothquant_on()},
+                                       {"alpha", q.smoothquant_on() ? q.smoothquant_alpha : kDefaultSmoothQuantAlpha},
                                        {"kv_bits", q.kv_bits}};
     const SearchSettings& g = s.search;
     QJsonObject search{{"start", g.start},
@@ -120,11 +120,15 @@ SessionData sessionFromJson(const QByteArray& json, const QString& session_path)
     s.eval_path = resolve(texts["evaluation"].toString(), session_path);
     const QJsonObject q = root["quantization"].toObject();
     s.quant.wbits = q["wbits"].toInt(s.quant.wbits);
-    s.quant.group = static_cast<qint64>(q["group"].toDouble(static_cast<double>(s.quant.group)));
+    s.quant.group = static_cast<int64_t>(q["group"].toDouble(static_cast<double>(s.quant.group)));
     s.quant.abits = q["abits"].toInt(s.quant.abits);
-    s.quant.granularity = q["granularity"].toString(s.quant.granularity);
-    s.quant.smoothquant = q["smoothquant"].toBool(s.quant.smoothquant);
-    s.quant.alpha = q["alpha"].toDouble(s.quant.alpha);
+    try {
+        s.quant.act = cushion::parse_granularity(
+            q["granularity"].toString(cushion::granularity_name(s.quant.act)).toStdString());
+    } catch (const std::exception& e) {
+        throw std::runtime_error("quantization.granularity: " + std::string(e.what()));
+    }
+    s.quant.smoothquant_alpha = q["smoothquant"].toBool(false) ? q["alpha"].toDouble(kDefaultSmoothQuantAlpha) : -1;
     s.quant.kv_bits = q["kv_bits"].toInt(s.quant.kv_bits);
     const QJsonObject g = root["search"].toObject();
     SearchSettings& ss = s.search;

@@ -20,8 +20,7 @@
 
 #include <vector>
 
-#include "search_workers.h"
-#include "workers.h"
+#include "studio_types.h"
 
 namespace studio {
 
@@ -29,7 +28,7 @@ struct SessionData {
     QString model_path, device = "cpu", dtype = "fp32";
     QString prompt;
     QString calib_path, eval_path;
-    QuantSettings quant;
+    cushion::QuantConfig quant = defaultQuantScheme();
     SearchSettings search;
     TuneSettings tune;
     std::vector<int> prefix;        // the search's prefix (empty: no search yet)

@@ -6,7 +6,7 @@
 #pragma once
 #include <QWidget>
 
-#include "search_workers.h"
+#include "studio_types.h"
 
 class QDoubleSpinBox;
 class QLabel;

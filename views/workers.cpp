@@ -183,14 +183,36 @@ void Worker::runJob(const QString& what, const std::function<void()>& job) {
     emit finished();
 }
 
+void Worker::requestCancel() {
+    std::lock_guard<std::mutex> lock(tokens_mutex_);
+    for (const cushion::CancelToken& t : live_) t.cancel();
+}
+
+cushion::CancelToken Worker::issue() {
+    cushion::CancelToken t;
+    std::lock_guard<std::mutex> lock(tokens_mutex_);
+    live_.push_back(t);
+    return t;
+}
+
+void Worker::run(const cushion::CancelToken& token, const std::function<void()>& fn) {
+    current_ = token;
+    fn();
+    current_ = cushion::CancelToken();
+    std::lock_guard<std::mutex> lock(tokens_mutex_);
+    live_.erase(std::remove_if(live_.begin(), live_.end(),
+                               [&](const cushion::CancelToken& t) { return t.same(token); }),
+                live_.end());
+}
+
 bool Worker::report(double fraction, const std::string& what, double lo, double hi) {
-    if (cancel_.load()) return false;
+    if (current_.cancelled()) return false;
     const qint64 t = nowMs();
     if (t - last_report_ms_ >= 100 || fraction >= 1.0) {
         last_report_ms_ = t;
         emit progress(lo + (hi - lo) * std::clamp(fraction, 0.0, 1.0), q(what));
     }
-    return !cancel_.load();
+    return !current_.cancelled();
 }
 
 // ----------------------------------------------------------------------------------------- ModelWorker
@@ -201,13 +223,7 @@ std::shared_ptr<const PackageInfo> packageInfo(const cushion::QuantizedPackage& 
     const cushion::QuantConfig& c = pkg.config;
     p->dir = q(pkg.dir);
     p->describe = q(c.describe());
-    p->quant.wbits = c.wbits;
-    p->quant.group = c.group;
-    p->quant.abits = c.abits;
-    p->quant.granularity = q(cushion::granularity_name(c.act));
-    p->quant.smoothquant = c.smoothquant_on();
-    if (c.smoothquant_on()) p->quant.alpha = c.smoothquant_alpha;
-    p->quant.kv_bits = c.kv_bits;
+    p->quant = c;
     p->sites = q(cushion::sites_string(c.sites));
     const nlohmann::json info = nlohmann::json::parse(pkg.info_json);
     p->tool_version = q(info.value("tool_version", std::string("?")));
@@ -241,7 +257,7 @@ void ModelWorker::load(const QString& path, const QString& device, const QString
         oo.dtype = dt;
         oo.progress = [this](double f, const std::string& w) { return report(f, w, 0, 0.95); };
         cushion::RunTarget t = cushion::open_target(path.toStdString(), oo);
-        if (cancel_.load()) throw cushion::Cancelled();
+        if (jobCancelled()) throw cushion::Cancelled();
         std::shared_ptr<cushion::Model> m = t.model;
         if (t.pkg) info->package = packageInfo(*t.pkg);
         const auto& c = m->config;
@@ -397,14 +413,7 @@ void QuantWorker::quantize(const QuantRequest& req) {
         timer.start();
         const cushion::Model& m = *req.model->model;
         const int L = static_cast<int>(m.config.n_layers);
-        cushion::QuantConfig cfg;
-        const QuantSettings& s = req.settings;
-        cfg.wbits = s.wbits;
-        cfg.group = s.group;
-        cfg.abits = s.abits;
-        cfg.act = cushion::parse_granularity(s.granularity.toStdString());
-        cfg.smoothquant_alpha = s.smoothquant ? s.alpha : -1;
-        cfg.kv_bits = s.kv_bits;
+        const cushion::QuantConfig cfg = req.settings;
         cfg.validate();
 
         auto docs_of = [&](const QString& path, int limit) {
@@ -517,9 +526,17 @@ WorkerThreads::~WorkerThreads() {
     }
 }
 
-void WorkerThreads::post(Worker* w, std::function<void()> fn) {
-    w->resetCancel();
-    QMetaObject::invokeMethod(w, std::move(fn), Qt::QueuedConnection);
+cushion::CancelToken WorkerThreads::post(Worker* w, std::function<void()> fn) {
+    const cushion::CancelToken token = w->issue();
+    QMetaObject::invokeMethod(w, [w, token, fn = std::move(fn)] { w->run(token, fn); }, Qt::QueuedConnection);
+    return token;
+}
+
+void connectWorker(Worker* w, QObject* receiver, WorkerHandlers h) {
+    if (h.progress) QObject::connect(w, &Worker::progress, receiver, h.progress);
+    if (h.failed) QObject::connect(w, &Worker::failed, receiver, h.failed);
+    if (h.cancelled) QObject::connect(w, &Worker::cancelled, receiver, h.cancelled);
+    if (h.finished) QObject::connect(w, &Worker::finished, receiver, h.finished);
 }
 
 void WorkerThreads::cancelAll() {

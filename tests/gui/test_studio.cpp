@@ -285,10 +285,10 @@ private slots:
 
     void quantizationShowsPerplexitiesAndPerLayerChart() {
         QuantPanel* q = w_->quantPanel();
-        QuantSettings s;
+        cushion::QuantConfig s;
         s.wbits = 8;
         s.abits = 8;
-        s.granularity = "per-tensor-static";
+        s.act = cushion::ActGranularity::PerTensorStatic;
         q->setSettings(s);
         QSignalSpy done(w_.get(), &MainWindow::quantizationDone);
         // The GUI thread must keep running while the worker calibrates and evaluates: measure its longest
@@ -326,7 +326,7 @@ private slots:
         // 4-bit weights and activations hurt more than 8-bit.
         s.wbits = 4;
         s.abits = 4;
-        s.granularity = "per-token";
+        s.act = cushion::ActGranularity::PerToken;
         q->setSettings(s);
         QTest::mouseClick(q->runButton(), Qt::LeftButton);
         QTRY_COMPARE_WITH_TIMEOUT(done.count(), 2, 180000);
@@ -629,11 +629,11 @@ private slots:
 
     void exportWritesAPackageWithProgressAndCancel() {
         QuantPanel* q = w_->quantPanel();
-        const QuantSettings old = q->settings();
-        QuantSettings s;
+        const cushion::QuantConfig old = q->settings();
+        cushion::QuantConfig s;
         s.wbits = 8;
         s.abits = 8;
-        s.granularity = "per-tensor-static";
+        s.act = cushion::ActGranularity::PerTensorStatic;
         q->setSettings(s);
         QTemporaryDir& dir = package_dir_;  // kept: openingAnExportedPackage... opens it
         const QString pkg = dir.filePath("package");
@@ -838,7 +838,7 @@ private slots:
         QVERIFY(q->packageText().contains(pkg));
         QCOMPARE(q->settings().wbits, 8);
         QCOMPARE(q->settings().abits, 8);
-        QCOMPARE(q->settings().granularity, QString("per-tensor-static"));
+        QCOMPARE(q->settings().act, cushion::ActGranularity::PerTensorStatic);
         QVERIFY(!q->runButton()->isEnabled());
         QVERIFY(!q->findChild<QWidget*>("wbitsCombo")->isEnabled());
         const QJsonObject ppl = info["perplexity"].toObject();

@@ -300,8 +300,7 @@ int main(int argc, char** argv) {
             if (sc == "quant") {
                 int done = 0;
                 auto c = QObject::connect(&w, &MainWindow::quantizationDone, [&] { ++done; });
-                QuantSettings s;
-                w.quantPanel()->setSettings(s);  // W8A8 per-tensor static
+                w.quantPanel()->setSettings(defaultQuantScheme());  // W8A8 per-tensor static
                 meter.start();
                 w.runQuantization();
                 if (!waitFor([&] { return done > 0; })) return 1;

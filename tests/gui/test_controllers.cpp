@@ -1,0 +1,277 @@
+// The studio's controllers alone, without a widget (QCoreApplication): a cancel token per job, the search's
+// state machine (start -> step -> score -> accept / undo, Run, Pause, Cancel), tuning's pause and resume, and a
+// session's save / open round trip, on the embedded stories260K model with small settings.
+#include <QCoreApplication>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QSignalSpy>
+#include <QTemporaryDir>
+#include <QTest>
+#include <QThread>
+
+#include <atomic>
+#include <memory>
+
+#include "base/error.h"
+#include "model_controller.h"
+#include "search_controller.h"
+#include "search_workers.h"
+#include "session_controller.h"
+#include "tune_controller.h"
+#include "workers.h"
+
+using namespace studio;
+
+namespace {
+// A job that polls its cancel token until it is released.
+class SpinWorker : public Worker {
+    Q_OBJECT
+public:
+    std::atomic<int> running{0};
+    std::atomic<bool> release{false};
+    void spin() {
+        runJob("spin", [this] {
+            ++running;
+            while (!release.load()) {
+                if (!report(0.5, "spinning")) {
+                    --running;
+                    throw cushion::Cancelled();
+                }
+                QThread::msleep(2);
+            }
+            --running;
+        });
+    }
+};
+
+const QString kResources = CUSHION_TEST_RESOURCE_DIR;
+}  // namespace
+
+class TestControllers : public QObject {
+    Q_OBJECT
+    std::unique_ptr<WorkerThreads> workers_;
+    std::unique_ptr<ModelController> model_;
+    std::unique_ptr<SearchController> search_;
+    std::unique_ptr<TuneController> tune_;
+    std::unique_ptr<SessionController> session_;
+    SearchSettings settings_;
+    TuneSettings tune_settings_;
+
+    bool waitIdle(int ms = 240000) {
+        QElapsedTimer t;
+        t.start();
+        while (t.elapsed() < ms) {
+            if (search_->idle() && tune_->idle()) {
+                QTest::qWait(20);  // let queued signals land
+                if (search_->idle() && tune_->idle()) return true;
+            }
+            QTest::qWait(20);
+        }
+        return false;
+    }
+
+private slots:
+    void initTestCase() {
+        workers_ = std::make_unique<WorkerThreads>();
+        model_ = std::make_unique<ModelController>(workers_->model());
+        settings_.tau = 1.0;  // accept any improvement
+        settings_.max_prefix = 5;
+        settings_.sample_tokens = 48;
+        settings_.candidates = "3-258";
+        tune_settings_.epochs = 1;
+        tune_settings_.batch = 4;
+        tune_settings_.doc_tokens = 48;
+        tune_settings_.eval_docs = 3;
+        const QString calib = kResources + "/text/tinystories-calib.txt";
+        const QString eval = kResources + "/text/tinystories-eval.txt";
+        search_ = std::make_unique<SearchController>(workers_->search(), [this, calib] {
+            return SearchController::Inputs{settings_, calib};
+        });
+        tune_ = std::make_unique<TuneController>(workers_->tune(), search_.get(), [this, calib, eval] {
+            return TuneController::Inputs{tune_settings_, defaultQuantScheme(), calib, eval};
+        });
+        session_ = std::make_unique<SessionController>(model_.get(), search_.get(), tune_.get(), workers_->exporter());
+        connect(search_.get(), &SearchController::updated, tune_.get(), [this](const SearchSnapshotPtr&, bool changed) {
+            if (changed) tune_->invalidate("the prefix changed");
+        });
+        connect(session_.get(), &SessionController::error, this, [](const QString& e) { qWarning("session: %s", qPrintable(e)); });
+        connect(search_.get(), &SearchController::failed, this, [](const QString& e) { qWarning("search: %s", qPrintable(e)); });
+        connect(search_.get(), &SearchController::error, this, [](const QString& e) { qWarning("search: %s", qPrintable(e)); });
+        connect(tune_.get(), &TuneController::failed, this, [](const QString& e) { qWarning("tuning: %s", qPrintable(e)); });
+        QSignalSpy loaded(model_.get(), &ModelController::loaded);
+        model_->open(kResources + "/models/stories260K/stories260K.bin", "cpu", "fp32");
+        QVERIFY(loaded.wait(120000));
+        search_->setModel(model_->model());
+        tune_->setModel(model_->model());
+        session_->modelLoaded();
+    }
+
+    // Cancelling a job and posting the next one at once: the old job stops, the new one runs (one flag per
+    // worker, cleared when the next job was posted, let the old job run on).
+    void cancellingThenPostingLeavesTheNewJobRunning() {
+        QThread thread;
+        auto* w = new SpinWorker;
+        w->moveToThread(&thread);
+        thread.start();
+        QSignalSpy cancelled(w, &Worker::cancelled), finished(w, &Worker::finished);
+        WorkerThreads::post(w, [w] { w->spin(); });
+        QTRY_COMPARE_WITH_TIMEOUT(w->running.load(), 1, 10000);
+        w->requestCancel();
+        const cushion::CancelToken second = WorkerThreads::post(w, [w] { w->spin(); });
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, 10000);
+        QTRY_COMPARE_WITH_TIMEOUT(w->running.load(), 1, 10000);  // the second job runs
+        QTest::qWait(200);
+        QCOMPARE(w->running.load(), 1);
+        QCOMPARE(cancelled.count(), 1);
+        QVERIFY(!second.cancelled());
+        w->release = true;
+        QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 2, 10000);
+        QCOMPARE(cancelled.count(), 1);
+        // A token cancels its own job only.
+        w->release = false;
+        const cushion::CancelToken third = WorkerThreads::post(w, [w] { w->spin(); });
+        QTRY_COMPARE_WITH_TIMEOUT(w->running.load(), 1, 10000);
+        third.cancel();
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 2, 10000);
+        QMetaObject::invokeMethod(w, [w] { delete w; }, Qt::QueuedConnection);
+        thread.quit();
+        thread.wait();
+    }
+
+    void searchStepScoreAcceptUndoCancel() {
+        QVERIFY(!search_->snapshot());
+        QSignalSpy started(search_.get(), &SearchController::started);
+        // Step with no search: it starts one, then steps.
+        search_->step();
+        QVERIFY(search_->busy());
+        QVERIFY(waitIdle());
+        QCOMPARE(started.count(), 1);
+        SearchSnapshotPtr s1 = search_->snapshot();
+        QVERIFY(s1);
+        QCOMPARE(s1->prefix.size(), s1->start.size() + 1);
+        QVERIFY(s1->scores && s1->scores->committed);
+        QVERIFY(s1->cushion);
+
+        // Score: nothing changes but the scores.
+        search_->score();
+        QVERIFY(waitIdle());
+        SearchSnapshotPtr s2 = search_->snapshot();
+        QCOMPARE(s2->prefix, s1->prefix);
+        QVERIFY(s2->scores && !s2->scores->committed);
+        QCOMPARE(s2->scores->scored_prefix, s1->prefix);
+        const int best = s2->scores->best_token;
+        QVERIFY(best >= 3 && best <= 258);
+
+        // Accept: the scored best is appended.
+        search_->acceptBest();
+        QVERIFY(waitIdle());
+        SearchSnapshotPtr s3 = search_->snapshot();
+        QCOMPARE(s3->prefix.size(), s1->prefix.size() + 1);
+        QCOMPARE(s3->prefix.back(), best);
+
+        // Undo: back to the prefix before.
+        search_->undo();
+        QVERIFY(waitIdle());
+        QCOMPARE(search_->snapshot()->prefix, s1->prefix);
+
+        // Cancel right after Run: the step is interrupted, the search is as before it, Run is off.
+        QSignalSpy cancelled(search_.get(), &SearchController::cancelled);
+        search_->run();
+        QVERIFY(search_->running());
+        search_->cancel();
+        QVERIFY(!search_->running());
+        QVERIFY(waitIdle());
+        QCOMPARE(cancelled.count(), 1);
+        QCOMPARE(search_->snapshot()->prefix, s1->prefix);
+
+        // Run, paused after its first step: exactly one more token.
+        auto c = connect(search_.get(), &SearchController::updated, this, [this] { search_->pause(); });
+        search_->run();
+        QVERIFY(waitIdle());
+        disconnect(c);
+        QVERIFY(!search_->running());
+        QCOMPARE(search_->snapshot()->prefix.size(), s1->prefix.size() + 1);
+    }
+
+    void tuningPausesAndResumes() {
+        QVERIFY(search_->snapshot() && search_->snapshot()->cushion);
+        QSignalSpy measured(tune_.get(), &TuneController::measured);
+        // Pause at the first batch.
+        auto c = connect(tune_.get(), &TuneController::updated, this, [this](const TuneSnapshotPtr& s) {
+            if (s->steps_done >= 1) tune_->pause();
+        });
+        tune_->start();
+        QVERIFY(tune_->running());
+        QVERIFY(waitIdle());
+        disconnect(c);
+        QVERIFY(!tune_->running());
+        TuneSnapshotPtr t1 = tune_->snapshot();
+        QVERIFY(t1);
+        QCOMPARE(t1->steps_done, qint64(1));
+        QVERIFY(t1->total_steps > 2);
+        QCOMPARE(measured.count(), 2);  // no cushion, the search's
+        QVERIFY(tune_->tunedCushion());
+        QTest::qWait(300);
+        QCOMPARE(tune_->snapshot()->steps_done, qint64(1));  // paused: nothing more
+        // One batch, then resume to the end (and the tuned cushion's perplexity).
+        tune_->step();
+        QVERIFY(waitIdle());
+        QCOMPARE(tune_->snapshot()->steps_done, qint64(2));
+        tune_->resume();
+        QVERIFY(tune_->running());
+        QVERIFY(waitIdle());
+        QVERIFY(tune_->snapshot()->done);
+        QCOMPARE(tune_->snapshot()->steps_done, t1->total_steps);
+        QCOMPARE(measured.count(), 3);
+        QVERIFY(tune_->perplexity(PplWhich::After));
+    }
+
+    void sessionSavesAndOpensAgain() {
+        QTemporaryDir dir;
+        const QString path = dir.filePath("round.cushionstudio");
+        const SearchSnapshotPtr s = search_->snapshot();
+        const TuneSnapshotPtr t = tune_->snapshot();
+        QVERIFY(s && t);
+        SessionData d;
+        d.prompt = "Tom had a ball.";
+        d.search = settings_;
+        d.tune = tune_settings_;
+        QSignalSpy saved(session_.get(), &SessionController::saved);
+        session_->save(path, d, tune_->tunedCushion(), true);
+        QVERIFY(saved.wait(60000));
+        QVERIFY(QFileInfo::exists(sessionCushionPath(path)));
+        QVERIFY(QFileInfo::exists(sessionTunerPath(path)));
+
+        // Forget everything, then open it: the same model stays, the search, the tuned cushion and the tuner
+        // come back.
+        QSignalSpy opened(session_.get(), &SessionController::opened);
+        QSignalSpy errors(session_.get(), &SessionController::error);
+        QString prompt;
+        size_t restored_points = 0;
+        connect(session_.get(), &SessionController::settingsRead, this, [&](const SessionData& r) { prompt = r.prompt; });
+        connect(session_.get(), &SessionController::tunedRestored, this,
+                [&](const CushionPtr&, const std::vector<TunePoint>& p) { restored_points = p.size(); });
+        session_->open(path);
+        QVERIFY(opened.wait(120000));
+        QCOMPARE(errors.count(), 0);
+        QCOMPARE(prompt, QString("Tom had a ball."));
+        QCOMPARE(restored_points, t->points.size());
+        QVERIFY(waitIdle());
+        QCOMPARE(search_->snapshot()->prefix, s->prefix);
+        QCOMPARE(search_->snapshot()->state_json, s->state_json);
+        QVERIFY(tune_->tunedCushion());
+        QCOMPARE(cushionText(tune_->tunedCushion()), cushionText(t->cushion));
+        QCOMPARE(tune_->snapshot()->steps_done, t->steps_done);
+    }
+
+    void cleanupTestCase() {
+        session_.reset();
+        tune_.reset();
+        search_.reset();
+        model_.reset();
+        workers_.reset();
+    }
+};
+
+QTEST_GUILESS_MAIN(TestControllers)
+#include "test_controllers.moc"
