@@ -6,6 +6,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 
+#include <cmath>
 #include <stdexcept>
 
 namespace studio {
@@ -16,6 +17,16 @@ QJsonArray ids(const std::vector<int>& v) {
     QJsonArray a;
     for (int t : v) a.append(t);
     return a;
+}
+
+// An integer field stored as a JSON number: `def` when absent; an error naming the field when it is not a whole
+// number in +-2^53 (a cast of 1e300 or NaN to an integer is undefined behaviour: found by the session fuzz target).
+qint64 int64Of(const QJsonValue& v, qint64 def, const char* field) {
+    if (v.isUndefined() || v.isNull()) return def;
+    const double d = v.toDouble(std::nan(""));
+    if (!v.isDouble() || !std::isfinite(d) || std::fabs(d) > 9007199254740992.0 || d != std::floor(d))
+        throw std::runtime_error(std::string("session file: field '") + field + "' is not an integer");
+    return static_cast<qint64>(d);
 }
 
 std::vector<int> idsOf(const QJsonValue& v) {
@@ -120,7 +131,7 @@ SessionData sessionFromJson(const QByteArray& json, const QString& session_path)
     s.eval_path = resolve(texts["evaluation"].toString(), session_path);
     const QJsonObject q = root["quantization"].toObject();
     s.quant.wbits = q["wbits"].toInt(s.quant.wbits);
-    s.quant.group = static_cast<int64_t>(q["group"].toDouble(static_cast<double>(s.quant.group)));
+    s.quant.group = int64Of(q["group"], s.quant.group, "quantization.group");
     s.quant.abits = q["abits"].toInt(s.quant.abits);
     try {
         s.quant.act = cushion::parse_granularity(
@@ -157,10 +168,10 @@ SessionData sessionFromJson(const QByteArray& json, const QString& session_path)
     for (const QJsonValue& v : t["points"].toArray()) {
         const QJsonObject o = v.toObject();
         TunePoint p;
-        p.step = static_cast<qint64>(o["step"].toDouble());
+        p.step = int64Of(o["step"], 0, "tuning.points[].step");
         p.epoch = o["epoch"].toInt();
-        p.batch = static_cast<qint64>(o["batch"].toDouble());
-        p.batches_per_epoch = static_cast<qint64>(o["batches_per_epoch"].toDouble());
+        p.batch = int64Of(o["batch"], 0, "tuning.points[].batch");
+        p.batches_per_epoch = int64Of(o["batches_per_epoch"], 0, "tuning.points[].batches_per_epoch");
         p.ce = o["ce"].toDouble();
         p.lq = o["lq"].toDouble();
         p.total = o["total"].toDouble();
