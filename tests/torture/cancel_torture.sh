@@ -14,8 +14,8 @@ B=$1 R=$2 W=$3 NC=${4:-60} NE=${5:-50} SEED=${6:-15}
 RESUME_EVERY=${RESUME_EVERY:-10}
 RANDOM=$SEED
 rm -rf "$W" && mkdir -p "$W/out"
-head -n 16 "$R/resources/text/tinystories-calib.txt" >"$W/calib.txt"
-CAL=(calibrate --calib "$W/calib.txt" --candidates 3-60 --tau 1 --max-prefix 3 --sample-tokens 64 --tune-epochs 1 --batch 4
+head -n 8 "$R/resources/text/tinystories-calib.txt" >"$W/calib.txt"
+CAL=(calibrate --calib "$W/calib.txt" --candidates 3-30 --tau 1 --max-prefix 3 --sample-tokens 48 --tune-epochs 1 --batch 4
      --threads 1 --quiet)
 fail=0
 problem() { echo "FAIL: $*"; fail=1; }
