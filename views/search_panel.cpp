@@ -165,9 +165,12 @@ SearchPanel::SearchPanel(QWidget* parent) : QWidget(parent) {
     for (int b : {8, 6, 4}) bits_->addItem(QString::number(b), b);
     kind_ = new QComboBox;
     kind_->setObjectName("searchKind");
-    kind_->addItem(tr("exhaustive"), false);
+    kind_->addItem(tr("automatic"), false);  // the core's rule: exhaustive up to 2 TFLOP a step, the fast step above
     kind_->addItem(tr("pruned"), true);
-    kind_->setToolTip(tr("Pruned: score every candidate on a window of the sample, re-score the best on the whole sample"));
+    kind_->setToolTip(tr("Automatic: exhaustive steps (every candidate on the whole sample) when a step costs at most "
+                         "2 TFLOP, else fast steps (every candidate screened at one token's forward pass, the best 16 "
+                         "re-scored on the whole sample), as `cushion calibrate`.\nPruned: score every candidate on a "
+                         "window of the sample, re-score the best on the whole sample"));
     window_ = spin(1, 1 << 20, 64);
     window_->setObjectName("searchWindow");
     keep_ = spin(1, 1 << 20, 16);
@@ -390,7 +393,7 @@ void SearchPanel::updateSummary() {
                           .arg(s.tau, 0, 'g', 3)
                           .arg(s.max_prefix)
                           .arg(s.sample_tokens > 0 ? QString::number(s.sample_tokens) : tr("auto"))
-                          .arg(s.pruned ? tr("pruned") : tr("exhaustive"))
+                          .arg(s.pruned ? tr("pruned") : tr("automatic"))
                           .arg(s.pruned ? QString(" %1/%2").arg(s.prune_window).arg(s.prune_keep) : QString())
                           .arg(s.candidates.isEmpty() ? tr("all") : s.candidates));
     summary_->setToolTip(summary_->text());
