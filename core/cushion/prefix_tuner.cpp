@@ -9,7 +9,7 @@
 
 #include "base/error.h"
 #include "cushion/distributed.h"
-#include "model/perplexity.h"
+#include "model/documents.h"
 #include "quant/quant_config.h"
 #include "formats/safetensors.h"
 
