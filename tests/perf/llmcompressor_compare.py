@@ -84,21 +84,13 @@ def run(cmd, quiet=False):
 
 def load_hf_model(path):
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
     if path.endswith(".gguf"):
         d, f = os.path.split(path)
         return AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
-    cfg = json.load(open(os.path.join(path, "config.json")))
-    kw = {}
-    if cfg.get("model_type") == "llama" and cfg["hidden_size"] % cfg["num_attention_heads"]:
-        # the planted model: hidden 65 = 64 + the planted channel, head_dim explicit; transformers 5.x's config check
-        # wants heads x head_dim, so the config is built with that and given the real size after
-        real = cfg["hidden_size"]
-        cfg["hidden_size"] = cfg["num_attention_heads"] * cfg["head_dim"]
-        c = LlamaConfig(**cfg)
-        c.hidden_size = real
-        kw["config"] = c
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw).eval()
+    sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+    from refcheck import load_causal_lm
+    return load_causal_lm(path)
 
 
 def ppl_plain(model, docs):

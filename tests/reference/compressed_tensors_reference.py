@@ -103,17 +103,8 @@ def load_ct_model(d):
     """AutoModelForCausalLM on the export. transformers 5.x refuses a hidden size that is not heads x head_dim (the
     planted model: 65 = 64 + the planted channel, which Llama's code runs fine as head_dim is explicit); for such a
     config the check is passed by building it at heads x head_dim and setting the real size after."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
-    cfg = json.load(open(os.path.join(d, "config.json")))
-    kw = {}
-    if cfg.get("model_type") == "llama" and cfg["hidden_size"] % cfg["num_attention_heads"]:
-        real = cfg["hidden_size"]
-        cfg["hidden_size"] = cfg["num_attention_heads"] * cfg["head_dim"]
-        c = LlamaConfig(**cfg)
-        c.hidden_size = real
-        kw["config"] = c
-    return AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, **kw).eval()
+    from refcheck import load_causal_lm
+    return load_causal_lm(d)
 
 
 def check_loaded(model, ct_dir, pkg_dir, scheme):

@@ -16,6 +16,24 @@ def read_documents(path):
     return docs
 
 
+def load_causal_lm(path, **kw):
+    """AutoModelForCausalLM from a directory in float32, eval mode. transformers 5.x refuses a hidden size that is not
+    heads x head_dim (the planted model: 65 = 64 + the planted channel, which Llama's code runs fine as head_dim is
+    explicit); for such a config the check is passed by building it at heads x head_dim and setting the real size
+    after."""
+    import json
+    import os
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    if cfg.get("model_type") == "llama" and cfg["hidden_size"] % cfg["num_attention_heads"]:
+        real = cfg["hidden_size"]
+        cfg["hidden_size"] = cfg["num_attention_heads"] * cfg["head_dim"]
+        c = LlamaConfig(**cfg)
+        c.hidden_size = real
+        kw["config"] = c
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw).eval()
+
+
 def compare_logits(ours_bin, shape_line, theirs, rtol):
     """ours_bin: float32 (T, V) written by tests/tools/dump_logits, whose stdout was `shape_line` ("T V");
     theirs: transformers' (T, V) logits. Prints the figures; True when max |diff| <= rtol * max |logit|."""
