@@ -51,13 +51,16 @@ qint64 nowMs() {
 QString q(const std::string& s) { return QString::fromStdString(s); }
 
 
-// Captures |x| of chosen (layer, site) pairs as channel-major maps for batch row 0.
+// Captures |x| of chosen (layer, site) pairs as channel-major maps for batch row 0: every pair, every layer of
+// one site, or one pair.
 class ChannelCapture : public cushion::ActivationHook {
 public:
-    ChannelCapture(int layers, bool all, int layer, int site) : layers_(layers), all_(all), layer_(layer), site_(site) {}
+    enum class Keep { All, SiteLayers, One };
+    ChannelCapture(int layers, Keep keep, int layer, int site) : layers_(layers), keep_(keep), layer_(layer), site_(site) {}
     void on_activation(int layer, cushion::Site site, at::Tensor& x, const at::Tensor&) override {
         const int s = static_cast<int>(site);
-        if (!all_ && (layer != layer_ || s != site_)) return;
+        if (keep_ == Keep::SiteLayers && s != site_) return;
+        if (keep_ == Keep::One && (layer != layer_ || s != site_)) return;
         at::Tensor a = x[0].detach().abs().to(at::kFloat).t().contiguous().cpu();  // (C, T)
         ChannelMap m;
         m.layer = layer;
@@ -71,7 +74,7 @@ public:
 
 private:
     int layers_;
-    bool all_;
+    Keep keep_;
     int layer_, site_;
 };
 
@@ -295,9 +298,11 @@ void ModelWorker::load(const QString& path, const QString& device, const QString
 namespace {
 
 // Probes `ids` (after `prefix` when given) and fills the layer x token maps of every site, and the channel
-// maps the capture keeps (every (layer, site) when `all_maps`, else (layer, site); none when layer < 0).
+// maps (none when layer < 0): every (layer, site) when they fit in 128 MiB; else, with `site_layers`, every layer
+// of `site` when those fit (switching the channel map's layer then needs no new forward pass: SmolLM2-135M with
+// 512 tokens, 30 x 512 x 1536 floats at the down-projection inputs, 94 MB); else only (layer, site).
 std::shared_ptr<HeatmapData> probeTokens(const cushion::Model& m, std::vector<int32_t> ids, const cushion::KVCache* prefix,
-                                         int layer, int site) {
+                                         int layer, int site, bool site_layers = false) {
     const auto& tk = *m.tokenizer;
     auto data = std::make_shared<HeatmapData>();
     const int64_t room = m.config.max_seq_len - (prefix ? prefix->length() : 0);
@@ -314,10 +319,15 @@ std::shared_ptr<HeatmapData> probeTokens(const cushion::Model& m, std::vector<in
     cushion::ProbeOptions po;
     po.top_k = 8;
     cushion::ActivationProbe probe(L, po);
-    // Full maps for every (layer, site) when they fit in 128 MiB, else only the one shown.
+    // Full maps for every (layer, site) when they fit in 128 MiB, else every layer of the shown site, else the one shown.
+    constexpr int64_t budget = int64_t(128) << 20;
     const int64_t widest = std::max(m.config.dim, m.config.hidden_dim);
-    const bool all = layer >= 0 && int64_t(L) * kSites * T * widest * 4 <= (int64_t(128) << 20);
-    ChannelCapture capture(L, all, layer, site);
+    const int64_t site_width = site == static_cast<int>(cushion::Site::DownIn) ? m.config.hidden_dim : m.config.dim;
+    using Keep = ChannelCapture::Keep;
+    const Keep keep = int64_t(L) * kSites * T * widest * 4 <= budget                 ? Keep::All
+                      : site_layers && int64_t(L) * T * site_width * 4 <= budget ? Keep::SiteLayers
+                                                                                  : Keep::One;
+    ChannelCapture capture(L, keep, layer, site);
     cushion::HookChain chain;
     chain.hooks = {&probe, &capture};
     cushion::ForwardArgs fa;
@@ -363,7 +373,7 @@ void ProbeWorker::probe(const ProbeRequest& req) {
         const cushion::Model& m = *req.model->model;
         std::vector<int32_t> ids = m.tokenizer->encode(req.text.toStdString(), true);
         if (!report(0.1, "forward pass")) throw cushion::Cancelled();
-        auto data = probeTokens(m, std::move(ids), nullptr, req.layer, req.site);
+        auto data = probeTokens(m, std::move(ids), nullptr, req.layer, req.site, keep_site_layers_.load());
         data->request_id = req.id;
         data->model_key = req.model->model.get();
         data->seconds = timer.elapsed() / 1000.0;
