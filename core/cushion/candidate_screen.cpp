@@ -1,5 +1,7 @@
 #include "cushion/candidate_screen.h"
 
+#include "base/out_of_memory.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -241,17 +243,19 @@ void CandidateScreen::candidate_pass(const std::vector<int32_t>& tokens, std::ve
 
 std::vector<double> CandidateScreen::estimate(const std::vector<int32_t>& tokens, int64_t batch,
                                               const ProgressFn& progress, double f0, double f1,
-                                              const std::string& label, std::vector<double>* attention_mass) const {
+                                              const std::string& label, std::vector<double>* attention_mass,
+                                              const std::function<void(int64_t, int64_t)>& on_halve) const {
     std::vector<double> out(tokens.size(), std::numeric_limits<double>::quiet_NaN());
     if (attention_mass) attention_mass->assign(tokens.size(), 0.0);
     if (tokens.empty()) return out;
     at::NoGradGuard ng;
-    const int64_t bs = std::max<int64_t>(1, std::min<int64_t>(batch, tokens.size()));
+    int64_t bs = std::max<int64_t>(1, std::min<int64_t>(batch, tokens.size()));
     const size_t total = tokens.size();
-    for (size_t i = 0; i < total; i += bs) {
+    auto run_batch = [&](size_t i, int64_t batch_now) {
         report_progress(progress, f0 + (f1 - f0) * double(i) / double(total),
                         label + ": " + std::to_string(i) + "/" + std::to_string(total) + " candidates");
-        const size_t b = std::min<size_t>(bs, total - i);
+        check_injected_out_of_memory(batch_now);
+        const size_t b = static_cast<size_t>(batch_now);
         std::vector<int32_t> chunk(tokens.begin() + i, tokens.begin() + i + b);
         std::vector<at::Tensor> k, v, hmax, hmin;
         candidate_pass(chunk, &k, &v, &hmax, &hmin);
@@ -280,7 +284,9 @@ std::vector<double> CandidateScreen::estimate(const std::vector<int32_t>& tokens
             auto ma = mc.accessor<double, 1>();
             for (size_t j = 0; j < b; ++j) (*attention_mass)[i + j] = ma[j];
         }
-    }
+    };
+    // A batch that runs out of memory: halved, the same candidates again (base/out_of_memory.h).
+    run_halving_on_oom(0, total, &bs, run_batch, on_halve, label);
     report_progress(progress, f1, label + ": " + std::to_string(total) + "/" + std::to_string(total) + " candidates");
     return out;
 }

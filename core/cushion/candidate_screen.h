@@ -38,6 +38,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -59,11 +60,14 @@ public:
 
     // est(t) - L_q(prefix) for each token (order kept), `batch` candidates per forward pass. Reports progress from
     // f0 to f1 before every batch (throws Cancelled when asked to stop; nothing here changes state).
+    // A batch that runs out of memory is halved and retried (base/out_of_memory.h; on_halve(old, new) is told, empty:
+    // a line on stderr); with a batch of 1 it throws Error.
     // attention_mass (optional): per token, sum over blocks, heads and the sample tokens after the head of the weight
     // w_i(t) the candidate slot takes: how strongly t changes the sample, where the first order is least reliable.
     std::vector<double> estimate(const std::vector<int32_t>& tokens, int64_t batch, const ProgressFn& progress = {},
                                  double f0 = 0, double f1 = 1, const std::string& label = "screen",
-                                 std::vector<double>* attention_mass = nullptr) const;
+                                 std::vector<double>* attention_mass = nullptr,
+                                 const std::function<void(int64_t, int64_t)>& on_halve = {}) const;
 
     // The weights w_i(t) of the candidate slot, (n_layers, n_heads, n) float32 CPU, for one token: what the
     // estimate uses (for tests: in block 0 they are the attention a plain forward of prefix + t + sample gives t).

@@ -1,6 +1,7 @@
 #include "cushion/greedy_search.h"
 
 #include "base/device_memory.h"
+#include "base/out_of_memory.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -256,6 +257,7 @@ int64_t GreedySearch::batch_size(int64_t n) const {
     }
     int64_t b = std::max<int64_t>(1, budget / std::max<int64_t>(per, 1));
     if (opts_.max_batch > 0) b = std::min(b, opts_.max_batch);
+    if (oom_batch_cap_ > 0) b = std::min(b, oom_batch_cap_);  // a batch this large ran out of memory before
     return std::max<int64_t>(1, std::min<int64_t>(b, std::max<size_t>(candidates_.size(), 1)));
 }
 
@@ -291,10 +293,8 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     const size_t total = std::min<size_t>(share.second * bs, tokens.size()) - first;  // candidates scored here
     // One chunk: extend the shared prefix by one token per row, then run the sample after each row's
     // (P + 1)-token cache. Rows write disjoint entries of out.loss.
-    auto run_chunk = [&](size_t c) {
+    auto run_chunk = [&](size_t i, int64_t b) {
         at::NoGradGuard ng;
-        const size_t i = c * bs;
-        const int64_t b = std::min<int64_t>(bs, tokens.size() - i);
         std::vector<int32_t> chunk(tokens.begin() + i, tokens.begin() + i + b);
         KVCache ext;
         ForwardArgs ea;
@@ -318,11 +318,25 @@ GreedySearch::Scores GreedySearch::score_tokens(const std::vector<int32_t>& toke
     auto fraction = [&](size_t done) { return f0 + (f1 - f0) * double(done) / double(total); };
     // Chunks run one after the other, each with the intra-op threads. (Sharing whole chunks out to the
     // threads, each computing its chunk single-threaded, was measured on the 2-core test VM: no faster
-    // than one thread; see tests/perf/RESULTS.md.)
-    for (size_t c = share.first; c < (size_t)share.second; ++c) {
-        report_progress(progress, fraction(c * bs - first), what(c * bs - first));
-        run_chunk(c);
-    }
+    // than one thread; see tests/perf/RESULTS.md.) A batch that runs out of memory is halved and the same
+    // candidates retried (base/out_of_memory.h); the smaller batch stays for the rest of the search.
+    int64_t batch = bs;
+    run_halving_on_oom(
+        first, first + total, &batch,
+        [&](size_t i, int64_t b) {
+            report_progress(progress, fraction(i - first), what(i - first));
+            check_injected_out_of_memory(b);
+            run_chunk(i, b);
+        },
+        [&](int64_t old_b, int64_t new_b) {
+            oom_batch_cap_ = new_b;
+            if (opts_.log)
+                opts_.log(batch_halved_message("greedy search " + label, old_b, new_b));
+            else
+                report_batch_halved("greedy search " + label, old_b, new_b);
+        },
+        "greedy search " + label);
+    out.batch = batch;
     report_progress(progress, f1, label + ": " + std::to_string(total) + "/" + std::to_string(total) + " candidates");
     if (comm) {
         // Every rank's range, in rank order, is the whole list in order.
@@ -386,7 +400,14 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         report_progress(progress, 0, label + " (screen): preparing the sample");
         const CandidateScreen screen(*model_, prefix_kv_, sample_, opts_.loss, opts_.screen_head);
         const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : (model_->device().is_cpu() ? 256 : 1024);
-        std::vector<double> est = screen.estimate(candidates_, sb, progress, 0, split, label + " (screen)");
+        const std::string screen_label = label + " (screen)";
+        std::vector<double> est =
+            screen.estimate(candidates_, sb, progress, 0, split, screen_label, nullptr, [&](int64_t old_b, int64_t new_b) {
+                if (opts_.log)
+                    opts_.log(batch_halved_message("greedy search " + screen_label, old_b, new_b));
+                else
+                    report_batch_halved("greedy search " + screen_label, old_b, new_b);
+            });
         r.window_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
         auto wl = r.window_loss.accessor<double, 1>();
         for (size_t i = 0; i < candidates_.size(); ++i) wl[candidates_[i]] = loss_ + est[i];

@@ -11,7 +11,9 @@
 // Cost: one forward pass of the n-token sample per candidate. The prefix's KV is computed once per step
 // and shared: each candidate batch extends it by one token per row (a (b, 1) forward with the shared
 // prefix, batch-1 broadcast), then runs the sample once per row after that (b, P+1) cache.
-// Candidates go in batches sized from a memory budget (search_bytes_per_candidate).
+// Candidates go in batches sized from a memory budget (search_bytes_per_candidate). A batch that runs out of
+// memory anyway (CPU or CUDA) is halved and the same candidates retried; the halved size stays for the later
+// batches and steps; with one candidate per batch it is an Error (base/out_of_memory.h).
 //
 // A pruned step scores every candidate on the first `prune_window` tokens of the sample only, keeps the
 // `prune_keep` best (ties -> lowest id) and re-scores those on the whole sample; the best of them is t*.
@@ -26,6 +28,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,6 +81,9 @@ struct GreedySearchOptions {
     // pass's candidate batches and the losses are gathered on every rank, which then decide alike. Every rank
     // must run the same search with the same settings. Null (or one process): everything here.
     std::shared_ptr<Communicator> comm;
+    // Lines worth a log entry while scoring: a candidate batch that ran out of memory was halved (the same
+    // candidates are retried; base/out_of_memory.h). Empty: the line goes to stderr.
+    std::function<void(const std::string&)> log;
 };
 // The intra-op thread count a search with these options uses on the model's device (0 = unchanged).
 int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev);
@@ -239,6 +245,8 @@ private:
     std::vector<GreedyHistoryEntry> history_;
     int steps_ = 0;
     std::vector<Before> undo_;
+    // After a candidate batch ran out of memory: the halved batch size that worked, the most batch_size() gives.
+    mutable int64_t oom_batch_cap_ = 0;
 };
 
 }  // namespace cushion
