@@ -25,10 +25,10 @@ const char* kEvalHelp =
     "                                                  and cushion; no quantization options)\n"
     "Perplexity in full precision and with simulated (fake) quantization. Activations are quantized at the\n"
     "input of every linear layer inside the blocks (q/k/v, o, gate/up, down; OPT fc1/fc2); embeddings, norms\n"
-    "and the LM head stay in full precision. Static ranges are calibrated on --calib (with the cushion in\n"
-    "place when one is given; its tokens are excluded from the ranges).\n"
+    "and the LM head stay in full precision. Static activation ranges are collected on --calib (with the cushion\n"
+    "in place when one is given; its tokens are excluded from the ranges).\n"
     "  --text FILE            evaluation text, one document per line\n"
-    "  --calib FILE           calibration text, one document per line\n"
+    "  --calib FILE           text for the activation ranges (static, SmoothQuant), one document per line\n"
     "  --wbits N              weight bits: 0 (off), 4 or 8 (default 8); symmetric\n"
     "  --group G              weight group size (default 128; falls back to per-channel when it does not\n"
     "                         divide a layer's input size) or 'per-channel'\n"
@@ -111,7 +111,7 @@ int cmd_eval(int argc, char** argv) {
     const auto calib_toks = tokenize_documents(*m, calib_docs, max_len);
     int64_t calib_tokens = 0;
     for (auto& d : calib_toks) calib_tokens += (int64_t)d.size() - 1;
-    if (calib_tokens <= 0) throw Error("calibration text has no tokens beyond <bos>");
+    if (calib_tokens <= 0) throw Error("the --calib text has no tokens beyond <bos>");
 
     std::vector<QuantConfig> rows;
     if (a.has("sweep")) {
@@ -169,7 +169,7 @@ int cmd_eval(int argc, char** argv) {
         print_json(j, 2);
         return 0;
     }
-    std::printf("perplexity on %s (%zu documents, %lld predicted tokens); calibration %s (%zu documents)\n",
+    std::printf("perplexity on %s (%zu documents, %lld predicted tokens); activation ranges on %s (%zu documents)\n",
                 a.get("text").c_str(), eval_toks.size(), (long long)tokens, a.get("calib").c_str(), calib_toks.size());
     std::printf("embeddings, norms and the LM head stay in full precision\n");
     if (cush) std::printf("cushion: %s (%lld tokens: %s)\n", a.get("cushion").c_str(), (long long)cush->length(), cush->prefix_text.c_str());

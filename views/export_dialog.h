@@ -1,5 +1,5 @@
 // The export dialog: writes the quantized model with its cushion as a package directory
-// (core/quantized_package.h, write_package) — the Quantization panel's scheme, static ranges calibrated on
+// (core/quantized_package.h, write_package) — the Quantization panel's scheme, static activation ranges collected on
 // its calibration text with the cushion in place, perplexities measured on its evaluation text — with a
 // progress bar and Cancel (nothing is left behind), then the figures and sizes of what was written.
 #pragma once

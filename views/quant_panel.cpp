@@ -94,7 +94,7 @@ QuantPanel::QuantPanel(QWidget* parent) : QWidget(parent) {
     v->addLayout(form);
 
     auto* run_row = new QHBoxLayout;
-    run_ = new QPushButton(tr("Calibrate && evaluate"));
+    run_ = new QPushButton(tr("Quantize && evaluate"));
     run_->setObjectName("quantRunButton");
     run_->setToolTip(tr("Ctrl+R"));
     cancel_ = new QPushButton(tr("Cancel"));

@@ -402,7 +402,7 @@ void TuneWorker::measure(const PplRequest& req) {
         const auto eval = documents(m, req.eval_path, fit, req.eval_docs);
         const cushion::QuantConfig cfg = validated(req.quant);
         std::vector<std::vector<int32_t>> calib;
-        if (cfg.needs_calibration()) calib = documents(m, req.calib_path, fit);
+        if (cfg.needs_activation_ranges()) calib = documents(m, req.calib_path, fit);
         auto out = std::make_shared<PplResult>();
         out->model_key = req.model->model.get();
         out->which = req.which;
@@ -416,7 +416,7 @@ void TuneWorker::measure(const PplRequest& req) {
         const auto fp = cushion::perplexity(m, eval, po);
         cushion::QuantizeOptions qo;
         qo.prefix = cd ? &cd->kv : nullptr;
-        qo.progress = [this](double f, const std::string&) { return report(f, "calibrating", 0.3, 0.6); };
+        qo.progress = [this](double f, const std::string&) { return report(f, "activation ranges", 0.3, 0.6); };
         cushion::QuantizedModel qm(m, cfg, calib, qo);
         po.progress = [this](double f, const std::string&) { return report(f, "perplexity (quantized)", 0.6, 1.0); };
         const auto qp = qm.perplexity(eval, po);

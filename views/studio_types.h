@@ -257,7 +257,7 @@ struct TuneRequest {
 };
 
 // Perplexity of the evaluation text in full precision and quantized (the quantization panel's scheme,
-// static ranges calibrated with the cushion in place), without a cushion, with the search's cushion
+// static activation ranges collected with the cushion in place), without a cushion, with the search's cushion
 // (before tuning) or with the tuned one (after).
 enum class PplWhich { None = 0, Before = 1, After = 2 };
 struct PplRequest {

@@ -431,7 +431,7 @@ void QuantWorker::quantize(const QuantRequest& req) {
         };
         const auto eval = docs_of(req.eval_path, req.max_eval_docs);
         std::vector<std::vector<int32_t>> calib;
-        if (cfg.needs_calibration()) calib = docs_of(req.calib_path, 0);
+        if (cfg.needs_activation_ranges()) calib = docs_of(req.calib_path, 0);
 
         auto result = std::make_shared<QuantResult>();
         result->model_key = req.model->model.get();
@@ -439,8 +439,8 @@ void QuantWorker::quantize(const QuantRequest& req) {
         result->calib_docs = static_cast<qint64>(calib.size());
 
         cushion::QuantizeOptions qo;
-        qo.progress = [this](double f, const std::string& w) { return report(f, "calibrating: " + w, 0, 0.35); };
-        report(0, "calibrating");
+        qo.progress = [this](double f, const std::string& w) { return report(f, "activation ranges: " + w, 0, 0.35); };
+        report(0, "activation ranges");
         auto qm = cushion::make_quantized_model(m, cfg, calib, qo);
         for (const auto& n : qm->notes()) result->notes << q(n);
 

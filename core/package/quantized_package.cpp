@@ -139,8 +139,8 @@ ExportReport write_package(const Model& fp, const Cushion& cush_in, const std::s
                     dtype_name(fp.dtype()));
     if (cush_in.empty()) throw Error("export: the cushion is empty");
     check_cushion_fits(cush_in, fp, "the cushion");
-    if (cfg.needs_calibration() && opts.calib_docs.empty())
-        throw Error("export (" + cfg.describe() + ") needs calibration documents");
+    if (cfg.needs_activation_ranges() && opts.calib_docs.empty())
+        throw Error("export (" + cfg.describe() + ") needs documents (--calib) for its activation ranges");
     {
         std::error_code ec;
         if (fs::exists(dir, ec) && !opts.overwrite)
@@ -549,7 +549,7 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
     // Static activation ranges.
     const int n_layers = static_cast<int>(c.n_layers);
     if (cfg.acts_on() && cfg.act == ActGranularity::PerTensorStatic) {
-        auto ranges = std::make_shared<ActRanges>();
+        auto ranges = std::make_shared<ActivationRanges>();
         ranges->layers.resize(static_cast<size_t>(n_layers));
         const at::Tensor like = at::zeros({}, at::kFloat);
         for (int l = 0; l < n_layers; ++l)

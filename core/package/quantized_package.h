@@ -19,7 +19,7 @@
 //                        export, tool version, model fingerprint, and a sha256 for every other file
 //
 // Loading dequantizes the integer codes: scale * code in float32 is bit-for-bit the fake-quantized weight of
-// QuantizedModel, and the static activation ranges are the calibrated ones, so the package's perplexity equals
+// QuantizedModel, and the static activation ranges are the collected ones, so the package's perplexity equals
 // the simulated-quantization perplexity of `cushion eval` with the same settings and cushion. On the CPU the
 // matrix products are float32 (simulated quantization on exact integer-grid values) unless int8 kernels are
 // switched on (int8_kernels.h, `--kernels int8`).
@@ -46,7 +46,7 @@ constexpr int kPackageFormatVersion = 1;
 
 struct ExportOptions {
     QuantConfig config;                            // validated; bits, granularity, sites, SmoothQuant, group, KV
-    std::vector<std::vector<int32_t>> calib_docs;  // tokenize_documents output; required when config needs calibration
+    std::vector<std::vector<int32_t>> calib_docs;  // tokenize_documents output; required when config.needs_activation_ranges()
     std::string calib_file;                        // recorded with its sha256 (may be empty: then only token counts)
     // Perplexity measured at export time (FP, quantized without and with the cushion); empty = not measured.
     std::vector<std::vector<int32_t>> eval_docs;
@@ -67,8 +67,8 @@ struct ExportReport {
     std::vector<std::string> notes;
 };
 
-// Quantizes `fp` (CPU or any device; float32 weights expected) as opts.config says, with static ranges calibrated
-// with `cush` in place, and writes the package to `dir`. Throws Error when dir exists without opts.overwrite,
+// Quantizes `fp` (CPU or any device; float32 weights expected) as opts.config says, with static activation ranges
+// collected with `cush` in place, and writes the package to `dir`. Throws Error when dir exists without opts.overwrite,
 // when the cushion does not fit the model, when no tokenizer file can be found, or on any write failure
 // (a full disk included); Cancelled when the progress callback asks to stop. Neither leaves anything behind.
 ExportReport write_package(const Model& fp, const Cushion& cush, const std::string& dir, const ExportOptions& opts);
@@ -90,7 +90,7 @@ public:
     std::string dir;
     std::shared_ptr<Model> model;
     QuantConfig config;
-    std::shared_ptr<const ActRanges> ranges;  // per-tensor-static only
+    std::shared_ptr<const ActivationRanges> ranges;  // per-tensor-static only
     std::shared_ptr<ActQuantHook> hook;       // null when activations and KV are full precision
     // The int8 weight codes and float32 scales of every block linear (wbits = 8 only; empty for 4-bit weights),
     // indexed [layer][LinearId]; an entry is undefined for a linear the architecture lacks (OPT's gate).

@@ -1,4 +1,4 @@
-#include "quant/calibration.h"
+#include "quant/activation_ranges.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -16,7 +16,7 @@ namespace {
 // Running min / max / per-channel abs-max per (layer, site), kept on the model's device (no syncs).
 class RangeRecorder : public ActivationHook {
 public:
-    RangeRecorder(int n_layers, const CalibOptions& o) : opts_(o), state_(n_layers) {}
+    RangeRecorder(int n_layers, const ActivationRangeOptions& o) : opts_(o), state_(n_layers) {}
 
     void on_activation(int layer, Site site, at::Tensor& x, const at::Tensor& valid) override {
         const int si = static_cast<int>(site);
@@ -41,7 +41,7 @@ public:
         if (cm.defined()) s.cmax = s.cmax.defined() ? at::maximum(s.cmax, cm) : cm;
     }
 
-    void finish(ActRanges* r) const {
+    void finish(ActivationRanges* r) const {
         r->layers.assign(state_.size(), {});
         for (size_t l = 0; l < state_.size(); ++l)
             for (int si = 0; si < kSiteCount; ++si) {
@@ -59,21 +59,21 @@ private:
     struct Slot {
         at::Tensor min, max, cmax;
     };
-    CalibOptions opts_;
+    ActivationRangeOptions opts_;
     std::vector<std::array<Slot, kSiteCount>> state_;
 };
 
 }  // namespace
 
-ActRanges calibrate_ranges(const Model& m, const std::vector<std::vector<int32_t>>& docs_in,
-                           const CalibOptions& opts) {
+ActivationRanges collect_activation_ranges(const Model& m, const std::vector<std::vector<int32_t>>& docs_in,
+                           const ActivationRangeOptions& opts) {
     at::NoGradGuard no_grad;
-    if (docs_in.empty()) throw Error("calibration: no calibration documents (is the calibration text empty?)");
+    if (docs_in.empty()) throw Error("activation ranges: no documents (is the --calib text empty?)");
     const bool with_prefix = opts.prefix && !opts.prefix->empty();
     const int64_t P = with_prefix ? opts.prefix->length() : 0;
     const int64_t room = m.config.max_seq_len - P;
     if (room <= 0)
-        throw Error("calibration: the prefix (" + std::to_string(P) + " tokens) fills the model's context of " +
+        throw Error("activation ranges: the prefix (" + std::to_string(P) + " tokens) fills the model's context of " +
                     std::to_string(m.config.max_seq_len));
     const int32_t bos = m.tokenizer ? m.tokenizer->bos_id() : -1;
 
@@ -90,14 +90,14 @@ ActRanges calibrate_ranges(const Model& m, const std::vector<std::vector<int32_t
         seqs.push_back(std::move(s));
     }
     if (total == 0)
-        throw Error("calibration: no calibration tokens in " + std::to_string(docs_in.size()) + " document(s)" +
+        throw Error("activation ranges: no tokens in " + std::to_string(docs_in.size()) + " document(s)" +
                     (with_prefix ? " (with a prefix in place each document's <bos> is dropped; documents of only "
                                    "<bos> contribute nothing)"
                                  : "") +
-                    "; give a longer calibration text");
+                    "; give a longer --calib text");
 
     RangeRecorder rec(static_cast<int>(m.config.n_layers), opts);
-    report_progress(opts.progress, 0.0, "calibration");
+    report_progress(opts.progress, 0.0, "activation ranges");
     size_t done = 0;
     for_each_batch(seqs, opts.max_batch_tokens, BatchOrder::LongestFirst, [&](const std::vector<size_t>& idx) {
         at::Tensor tokens, valid;
@@ -109,9 +109,9 @@ ActRanges calibrate_ranges(const Model& m, const std::vector<std::vector<int32_t
         fa.skip_logits = true;
         m.forward(tokens, fa);
         done += idx.size();
-        report_progress(opts.progress, double(done) / seqs.size(), "calibration");
+        report_progress(opts.progress, double(done) / seqs.size(), "activation ranges");
     });
-    ActRanges r;
+    ActivationRanges r;
     rec.finish(&r);
     r.tokens = total;
     r.docs = static_cast<int64_t>(seqs.size());

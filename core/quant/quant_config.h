@@ -21,7 +21,7 @@
 namespace cushion {
 
 enum class ActGranularity {
-    PerTensorStatic,   // "per-tensor-static": one scale/zero per (layer, site), calibrated offline, fixed
+    PerTensorStatic,   // "per-tensor-static": one scale/zero per (layer, site), collected offline (activation_ranges.h), fixed
     PerTensorDynamic,  // "per-tensor-dynamic": per forward pass, one per sequence (batch row), real tokens only
     PerToken,          // "per-token": one per token row (dynamic)
 };
@@ -45,8 +45,8 @@ struct QuantConfig {
     bool smoothquant_on() const { return smoothquant_alpha > 0; }
     bool kv_on() const { return kv_bits > 0; }
     bool site_on(Site s) const { return sites[static_cast<int>(s)]; }
-    // Calibration documents are needed for static activation ranges and for SmoothQuant.
-    bool needs_calibration() const { return (acts_on() && act == ActGranularity::PerTensorStatic) || smoothquant_on(); }
+    // Documents (--calib) are needed to collect activation ranges: static activations and SmoothQuant.
+    bool needs_activation_ranges() const { return (acts_on() && act == ActGranularity::PerTensorStatic) || smoothquant_on(); }
 
     // Throws Error with a clear message: bits out of range, negative group, alpha > 1 or NaN, the residual
     // site chosen, activations on with no site chosen.

@@ -13,19 +13,19 @@ namespace cushion {
 
 // ---------------------------------------------------------------- ActQuantHook
 
-ActQuantHook::ActQuantHook(const QuantConfig& cfg, int n_layers, std::shared_ptr<const ActRanges> ranges)
+ActQuantHook::ActQuantHook(const QuantConfig& cfg, int n_layers, std::shared_ptr<const ActivationRanges> ranges)
     : cfg_(cfg), n_layers_(n_layers), ranges_(std::move(ranges)) {
     cfg_.validate();
     if (cfg_.acts_on() && cfg_.act == ActGranularity::PerTensorStatic) {
-        if (!ranges_) throw Error("per-tensor-static activation quantization needs calibrated ranges");
+        if (!ranges_) throw Error("per-tensor-static activation quantization needs activation ranges");
         if ((int)ranges_->layers.size() != n_layers)
-            throw Error("calibrated ranges cover " + std::to_string(ranges_->layers.size()) +
+            throw Error("activation ranges cover " + std::to_string(ranges_->layers.size()) +
                         " layers, the model has " + std::to_string(n_layers));
         for (int l = 0; l < n_layers; ++l)
             for (int si = 0; si < kSiteCount; ++si)
                 if (cfg_.sites[si] && !ranges_->at(l, static_cast<Site>(si)).seen())
-                    throw Error(std::string("no calibrated range for layer ") + std::to_string(l) + " " +
-                                site_name(static_cast<Site>(si)) + " (calibrate that site)");
+                    throw Error(std::string("no activation range for layer ") + std::to_string(l) + " " +
+                                site_name(static_cast<Site>(si)) + " (collect that site)");
     }
 }
 
@@ -102,17 +102,17 @@ QuantizedModel::QuantizedModel(const Model& fp, const QuantConfig& cfg,
                                const std::vector<std::vector<int32_t>>& calib_docs, const QuantizeOptions& opts)
     : cfg_(cfg) {
     cfg_.validate();
-    if (cfg_.needs_calibration() && calib_docs.empty())
+    if (cfg_.needs_activation_ranges() && calib_docs.empty())
         throw Error(std::string("quantization (") + cfg_.describe() +
-                    ") needs calibration documents for " +
+                    ") needs documents (--calib) for " +
                     (cfg_.smoothquant_on() ? "SmoothQuant" : "per-tensor-static activation ranges"));
     const int n_layers = static_cast<int>(fp.config.n_layers);
     const bool sq = cfg_.smoothquant_on();
     const bool stat = cfg_.acts_on() && cfg_.act == ActGranularity::PerTensorStatic;
     const int passes = int(sq) + int(stat);
     int pass = 0;
-    auto calib = [&](const Model& m, std::array<bool, kSiteCount> sites, bool channels) {
-        CalibOptions co;
+    auto collect = [&](const Model& m, std::array<bool, kSiteCount> sites, bool channels) {
+        ActivationRangeOptions co;
         co.prefix = opts.prefix;
         co.max_batch_tokens = opts.max_batch_tokens;
         co.sites = sites;
@@ -123,7 +123,7 @@ QuantizedModel::QuantizedModel(const Model& fp, const QuantConfig& cfg,
                 return opts.progress((p + f) / passes, what);
             };
         }
-        ActRanges r = calibrate_ranges(m, calib_docs, co);
+        ActivationRanges r = collect_activation_ranges(m, calib_docs, co);
         ++pass;
         return r;
     };
@@ -133,12 +133,12 @@ QuantizedModel::QuantizedModel(const Model& fp, const QuantConfig& cfg,
     if (sq) {
         std::array<bool, kSiteCount> sites{};
         sites[static_cast<int>(Site::AttnIn)] = sites[static_cast<int>(Site::MlpIn)] = true;
-        ActRanges r = calib(fp, sites, /*channels=*/true);
+        ActivationRanges r = collect(fp, sites, /*channels=*/true);
         smooth_ = std::make_unique<SmoothFactors>(smoothquant_factors(fp, r, cfg_.smoothquant_alpha));
         fold_smoothquant(*model_, *smooth_);
     }
     if (cfg_.weights_on()) quantize_model_weights(*model_, cfg_.wbits, cfg_.group, &notes_);
-    if (stat) ranges_ = std::make_shared<const ActRanges>(calib(*model_, cfg_.sites, /*channels=*/false));
+    if (stat) ranges_ = std::make_shared<const ActivationRanges>(collect(*model_, cfg_.sites, /*channels=*/false));
     if (cfg_.acts_on() || cfg_.kv_on()) hook_ = std::make_unique<ActQuantHook>(cfg_, n_layers, ranges_);
 }
 

@@ -4,12 +4,12 @@
 // Everything is computed in the model's floating dtype; the numbers equal what an integer kernel with
 // the same scales would produce up to float rounding.
 //
-// Build order: (1) SmoothQuant factors from a calibration pass over the original model, folded into a
-// shallow copy; (2) weights quantized; (3) per-tensor static ranges calibrated on that smoothed,
+// Build order: (1) SmoothQuant factors from an activation-range pass over the original model, folded into a
+// shallow copy; (2) weights quantized; (3) per-tensor static activation ranges collected on that smoothed,
 // weight-quantized model (activations in full precision), with the prefix in place when one is given.
 //
 // Activation granularities (padding never influences a range):
-//   per-tensor-static  : the calibrated [min, max] of the (layer, site), for every token; values outside clamp.
+//   per-tensor-static  : the collected [min, max] of the (layer, site), for every token; values outside clamp.
 //   per-tensor-dynamic : min/max over each sequence's (batch row's) real tokens, per forward pass.
 //   per-token          : min/max over each token's channels.
 #pragma once
@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "model/activation_hook.h"
-#include "quant/calibration.h"
+#include "quant/activation_ranges.h"
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "base/progress.h"
@@ -35,7 +35,7 @@ namespace cushion {
 class ActQuantHook : public ActivationHook {
 public:
     // ranges: required for per-tensor-static activations: every chosen (layer, site) must have been seen.
-    ActQuantHook(const QuantConfig& cfg, int n_layers, std::shared_ptr<const ActRanges> ranges = nullptr);
+    ActQuantHook(const QuantConfig& cfg, int n_layers, std::shared_ptr<const ActivationRanges> ranges = nullptr);
     void on_activation(int layer, Site site, at::Tensor& x, const at::Tensor& valid) override;
     void on_kv(int layer, at::Tensor& k, at::Tensor& v, const at::Tensor& valid) override;
     const QuantConfig& config() const { return cfg_; }
@@ -43,19 +43,19 @@ public:
 private:
     QuantConfig cfg_;
     int n_layers_;
-    std::shared_ptr<const ActRanges> ranges_;
+    std::shared_ptr<const ActivationRanges> ranges_;
 };
 
 struct QuantizeOptions {
-    const KVCache* prefix = nullptr;  // the cushion in place during calibration (its tokens are excluded)
-    int64_t max_batch_tokens = 8192;  // calibration batching
-    ProgressFn progress;              // calibration progress; false cancels (throws Cancelled)
+    const KVCache* prefix = nullptr;  // the cushion in place while collecting ranges (its tokens are excluded)
+    int64_t max_batch_tokens = 8192;  // batching of the range passes
+    ProgressFn progress;              // progress of the range passes; false cancels (throws Cancelled)
 };
 
 class QuantizedModel {
 public:
-    // calib_docs: as from tokenize_documents; required when cfg.needs_calibration() (static activations
-    // or SmoothQuant), else unused. Throws Error on a bad config or missing/empty calibration.
+    // calib_docs: as from tokenize_documents; required when cfg.needs_activation_ranges() (static activations
+    // or SmoothQuant), else unused. Throws Error on a bad config or missing/empty documents.
     QuantizedModel(const Model& fp, const QuantConfig& cfg, const std::vector<std::vector<int32_t>>& calib_docs = {},
                    const QuantizeOptions& opts = {});
 
@@ -68,7 +68,7 @@ public:
     ActivationHook* hook() const { return hook_.get(); }
     const QuantConfig& config() const { return cfg_; }
     // Static ranges (per-tensor-static only, else null) and SmoothQuant factors (null when off).
-    std::shared_ptr<const ActRanges> ranges() const { return ranges_; }
+    std::shared_ptr<const ActivationRanges> ranges() const { return ranges_; }
     const SmoothFactors* smooth() const { return smooth_ ? smooth_.get() : nullptr; }
     // Remarks for the user, e.g. layers where the weight group fell back to per-channel.
     const std::vector<std::string>& notes() const { return notes_; }
@@ -83,7 +83,7 @@ private:
     QuantConfig cfg_;
     std::shared_ptr<Model> model_;
     std::unique_ptr<ActQuantHook> hook_;
-    std::shared_ptr<const ActRanges> ranges_;
+    std::shared_ptr<const ActivationRanges> ranges_;
     std::unique_ptr<SmoothFactors> smooth_;
     std::vector<std::string> notes_;
 };

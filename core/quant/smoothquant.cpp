@@ -40,12 +40,12 @@ at::Tensor scale_cols(const at::Tensor& t, const at::Tensor& s, bool divide) {
 
 }  // namespace
 
-SmoothFactors smoothquant_factors(const Model& m, const ActRanges& ranges, double alpha) {
+SmoothFactors smoothquant_factors(const Model& m, const ActivationRanges& ranges, double alpha) {
     check_foldable(m);
     if (!(alpha > 0 && alpha <= 1)) throw Error("SmoothQuant: alpha must be in (0, 1], got " + std::to_string(alpha));
     const int64_t L = m.config.n_layers;
     if ((int64_t)ranges.layers.size() != L)
-        throw Error("SmoothQuant: calibration has " + std::to_string(ranges.layers.size()) + " layers, model has " +
+        throw Error("SmoothQuant: the activation ranges have " + std::to_string(ranges.layers.size()) + " layers, model has " +
                     std::to_string(L));
     at::NoGradGuard no_grad;
     SmoothFactors f;
@@ -55,7 +55,7 @@ SmoothFactors smoothquant_factors(const Model& m, const ActRanges& ranges, doubl
         const SiteRange& ra = ranges.at((int)l, Site::AttnIn);
         const SiteRange& rm = ranges.at((int)l, Site::MlpIn);
         if (!ra.channel_absmax.defined() || !rm.channel_absmax.defined())
-            throw Error("SmoothQuant: calibration lacks per-channel maxima at attn_in / mlp_in of layer " +
+            throw Error("SmoothQuant: the activation ranges lack per-channel maxima at attn_in / mlp_in of layer " +
                         std::to_string(l));
         f.attn.push_back(factors_for(ra.channel_absmax, column_absmax({W.wq, W.wk, W.wv}), alpha));
         f.mlp.push_back(factors_for(rm.channel_absmax, column_absmax({W.w_gate, W.w_up}), alpha));

@@ -1,4 +1,4 @@
-// The simulated quantized model on tiny random models and stories260K: static calibration (prefix
+// The simulated quantized model on tiny random models and stories260K: activation ranges (prefix
 // excluded, padding ignored), SmoothQuant folding, weight/activation/KV fake quantization, and the
 // quantization loss L_q with its stop-gradient derivative.
 #include <ATen/ATen.h>
@@ -11,7 +11,7 @@
 #include <functional>
 
 #include "model/activation_probe.h"
-#include "quant/calibration.h"
+#include "quant/activation_ranges.h"
 #include "base/error.h"
 #include "package/open_target.h"
 #include "model/perplexity.h"
@@ -72,14 +72,14 @@ TinySpec opt_spec() {
 
 }  // namespace
 
-// ------------------------------------------------------------------------------------ calibration
+// ------------------------------------------------------------------------------ activation ranges
 
-TEST(QuantCalib, RangesAreMinMaxOverRealTokensWhateverTheBatching) {
+TEST(CollectActivationRanges, RangesAreMinMaxOverRealTokensWhateverTheBatching) {
     auto [m, n] = make_tiny(llama_spec());
-    ActRanges batched = calibrate_ranges(*m, kDocs);  // one padded batch
-    CalibOptions one;
+    ActivationRanges batched = collect_activation_ranges(*m, kDocs);  // one padded batch
+    ActivationRangeOptions one;
     one.max_batch_tokens = 1;                          // every document alone
-    ActRanges single = calibrate_ranges(*m, kDocs, one);
+    ActivationRanges single = collect_activation_ranges(*m, kDocs, one);
     EXPECT_EQ(batched.tokens, 7 + 3 + 9 + 5);
     EXPECT_EQ(batched.docs, 4);
     EXPECT_EQ(batched.prefix_length, 0);
@@ -105,7 +105,7 @@ TEST(QuantCalib, RangesAreMinMaxOverRealTokensWhateverTheBatching) {
         }
 }
 
-TEST(QuantCalib, StaticRangesExcludeThePrefix) {
+TEST(CollectActivationRanges, StaticRangesExcludeThePrefix) {
     auto [m, n] = make_tiny(llama_spec());
     // Token 10 becomes a one-hot embedding of size 100: after RMSNorm it is sqrt(C) = 4 in channel 0, far
     // above anything the ordinary Gaussian tokens reach. It lives only in the prefix.
@@ -133,36 +133,36 @@ TEST(QuantCalib, StaticRangesExcludeThePrefix) {
     ASSERT_GT(prefix_max_attn, text_max_attn + 0.5) << "precondition: the prefix alone holds the maximum";
     ASSERT_GT(prefix_max_res, 10 * text_max_res);
 
-    CalibOptions co;
+    ActivationRangeOptions co;
     co.prefix = &prefix;
-    ActRanges r = calibrate_ranges(*m, docs, co);
+    ActivationRanges r = collect_activation_ranges(*m, docs, co);
     EXPECT_EQ(r.prefix_length, 2);
     EXPECT_EQ(r.tokens, 6 + 3);  // each document without its <bos>
     EXPECT_NEAR(r.at(0, Site::AttnIn).max, text_max_attn, 1e-5);
     EXPECT_LT(r.at(0, Site::AttnIn).max, prefix_max_attn - 0.5);
     EXPECT_NEAR(r.at(0, Site::Residual).max, text_max_res, 1e-4);
-    // Without the prefix the calibrated range is that of [<bos> + text]: a different set of tokens.
-    ActRanges r0 = calibrate_ranges(*m, docs);
+    // Without the prefix the collected range is that of [<bos> + text]: a different set of tokens.
+    ActivationRanges r0 = collect_activation_ranges(*m, docs);
     EXPECT_EQ(r0.tokens, 7 + 4);
 }
 
-TEST(QuantCalib, ClearErrorsAndCancellation) {
+TEST(CollectActivationRanges, ClearErrorsAndCancellation) {
     auto [m, n] = make_tiny(llama_spec());
-    EXPECT_NE(error_of([&] { calibrate_ranges(*m, {}); }).find("no calibration documents"), std::string::npos);
+    EXPECT_NE(error_of([&] { collect_activation_ranges(*m, {}); }).find("activation ranges: no documents"), std::string::npos);
     KVCache prefix = make_prefix(*m, {1, 4});
-    CalibOptions co;
+    ActivationRangeOptions co;
     co.prefix = &prefix;
-    const std::string e = error_of([&] { calibrate_ranges(*m, {{1}, {1}}, co); });
-    EXPECT_NE(e.find("no calibration tokens"), std::string::npos) << e;
-    CalibOptions cancel;
+    const std::string e = error_of([&] { collect_activation_ranges(*m, {{1}, {1}}, co); });
+    EXPECT_NE(e.find("activation ranges: no tokens"), std::string::npos) << e;
+    ActivationRangeOptions cancel;
     cancel.max_batch_tokens = 1;
     int calls = 0;
     cancel.progress = [&](double, const std::string&) { return ++calls < 2; };
-    EXPECT_THROW(calibrate_ranges(*m, kDocs, cancel), Cancelled);
+    EXPECT_THROW(collect_activation_ranges(*m, kDocs, cancel), Cancelled);
     QuantConfig cfg;
     cfg.abits = 8;  // per-tensor-static by default
     const std::string e2 = error_of([&] { QuantizedModel q(*m, cfg, {}); });
-    EXPECT_NE(e2.find("needs calibration documents"), std::string::npos) << e2;
+    EXPECT_NE(e2.find("needs documents (--calib)"), std::string::npos) << e2;
     cfg.abits = 7;
     EXPECT_NE(error_of([&] { QuantizedModel q(*m, cfg, kDocs); }).find("activation bits 7"), std::string::npos);
 }
@@ -181,7 +181,7 @@ TEST(QuantSmooth, FoldedModelEqualsTheOriginalInFullPrecision) {
         auto [m, n] = make_tiny(spec);
         at::Tensor norm_before = m->weights.layers[0].attn_norm.clone();
         at::Tensor wq_before = m->weights.layers[1].wq.clone();
-        ActRanges r = calibrate_ranges(*m, kDocs);
+        ActivationRanges r = collect_activation_ranges(*m, kDocs);
         SmoothFactors f = smoothquant_factors(*m, r, 0.8);
         // The formula, channel by channel, for layer 0's q/k/v input.
         const auto& L0 = m->weights.layers[0];
@@ -202,7 +202,7 @@ TEST(QuantSmooth, FoldedModelEqualsTheOriginalInFullPrecision) {
         EXPECT_EQ(sm->weights.layers[0].wo.data_ptr(), m->weights.layers[0].wo.data_ptr());
         EXPECT_NE(sm->weights.layers[0].wq.data_ptr(), m->weights.layers[0].wq.data_ptr());
         // After folding, the activation channel maxima are divided by s.
-        ActRanges r2 = calibrate_ranges(*sm, kDocs);
+        ActivationRanges r2 = collect_activation_ranges(*sm, kDocs);
         for (int l = 0; l < m->config.n_layers; ++l) {
             EXPECT_TRUE(at::allclose(r2.at(l, Site::AttnIn).channel_absmax, r.at(l, Site::AttnIn).channel_absmax / f.attn[l],
                                      1e-4, 1e-6));
@@ -214,7 +214,7 @@ TEST(QuantSmooth, FoldedModelEqualsTheOriginalInFullPrecision) {
 
 TEST(QuantSmooth, RejectsBadAlphaAndPostLayerNormOpt) {
     auto [m, n] = make_tiny(opt_spec());
-    ActRanges r = calibrate_ranges(*m, kDocs);
+    ActivationRanges r = collect_activation_ranges(*m, kDocs);
     EXPECT_NE(error_of([&] { smoothquant_factors(*m, r, 1.5); }).find("alpha"), std::string::npos);
     m->config.do_layer_norm_before = false;
     EXPECT_NE(error_of([&] { smoothquant_factors(*m, r, 0.8); }).find("do_layer_norm_before"), std::string::npos);
@@ -241,7 +241,7 @@ TEST(QuantModel, DisabledQuantizationEqualsThePlainForward) {
         EXPECT_EQ(q.perplexity(kDocs, po).ppl, perplexity(*m, kDocs, po).ppl);
 
         // 16-bit activations (every granularity, all four sites) with full-precision weights: near-identical.
-        // (Without the prefix: static ranges are calibrated on exactly these documents.)
+        // (Without the prefix: static ranges are collected on exactly these documents.)
         a.prefix = nullptr;
         for (auto g : {ActGranularity::PerToken, ActGranularity::PerTensorDynamic, ActGranularity::PerTensorStatic}) {
             QuantConfig c;
@@ -346,16 +346,16 @@ TEST(QuantModel, PaddingNeverInfluencesDynamicRanges) {
 }
 
 TEST(QuantModel, StaticRangesClampAndStraightThroughGradient) {
-    ActRanges r;
+    ActivationRanges r;
     r.layers.resize(1);
     r.layers[0][static_cast<int>(Site::OIn)].min = -1.0;
     r.layers[0][static_cast<int>(Site::OIn)].max = 1.0;
     QuantConfig c;
     c.abits = 8;
     c.sites = parse_sites("o_in");
-    EXPECT_NE(error_of([&] { ActQuantHook h(c, 1); }).find("needs calibrated ranges"), std::string::npos);
+    EXPECT_NE(error_of([&] { ActQuantHook h(c, 1); }).find("needs activation ranges"), std::string::npos);
     c.sites = parse_sites("o_in,down_in");
-    auto rp = std::make_shared<ActRanges>(r);
+    auto rp = std::make_shared<ActivationRanges>(r);
     EXPECT_NE(error_of([&] { ActQuantHook h(c, 1, rp); }).find("layer 0 down_in"), std::string::npos);
     c.sites = parse_sites("o_in");
     ActQuantHook h(c, 1, rp);
