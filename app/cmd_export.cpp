@@ -122,7 +122,19 @@ int cmd_export(int argc, char** argv) {
     eo.eval_docs = tokenize_documents(*m, eval_lines, max_len);
     ProgressBar bar("export", a.has("quiet"));
     eo.progress = bar.fn();
-    ExportReport r = write_package(*m, cush, out, eo);
+    ExportReport r;
+    try {
+        r = write_package(*m, cush, out, eo);
+    } catch (const Cancelled&) {
+        throw;
+    } catch (const Error& e) {
+        if (!ct) throw;
+        // The intermediate package failed (a full disk, a read-only folder): name the directory the user asked for.
+        throw Error(a.require("out") + ": not written (" +
+                    (std::filesystem::exists(a.require("out")) ? "the existing directory is unchanged"
+                                                               : "nothing was left behind") +
+                    "): the package it is converted from: " + e.what());
+    }
     bar.finish();
     if (ct) return export_compressed_tensors(a, out, true);
     if (a.has("json")) {

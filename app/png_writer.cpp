@@ -62,11 +62,7 @@ void write_png(const std::string& path, int w, int h, const std::vector<uint8_t>
     chunk(out, "IHDR", ihdr);
     chunk(out, "IDAT", z);
     chunk(out, "IEND", {});
-    write_atomically(path, [&](const std::string& tmp) {
-        std::ofstream f(tmp, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(out.data()), out.size());
-        if (!f) throw Error("cannot write " + tmp);
-    });
+    write_file_atomically(path, [&](OutputFile& f) { f.write(out.data(), out.size()); });
 }
 
 }  // namespace cushion::cli

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cushion/cushion.h"
+#include "base/atomic_file.h"
 #include "base/error.h"
 #include "cushion/greedy_search.h"
 #include "cushion/token_lists.h"
@@ -18,7 +19,6 @@
 #include <QElapsedTimer>
 #include <QFile>
 #include <QFileInfo>
-#include <QSaveFile>
 
 #include <algorithm>
 #include <cmath>
@@ -506,9 +506,9 @@ void ExportWorker::exportPackage(const ExportRequest& req) {
 void ExportWorker::saveSession(const QString& path, const QByteArray& data, const CushionPtr& c, const QString& cushion_path) {
     runJob("Saving the session", [&] {
         if (c) cushion::save_cushion(*c, cushion_path.toStdString());
-        QSaveFile f(path);
-        if (!f.open(QIODevice::WriteOnly) || f.write(data) != data.size() || !f.commit())
-            throw cushion::Error("cannot write " + path.toStdString() + ": " + f.errorString().toStdString());
+        // As every file the engine writes: refused over a device, pipe or symlink; on a full disk or a read-only
+        // folder an error naming the file and the cause, no temporary left, the previous session file intact.
+        cushion::write_text_atomically(path.toStdString(), data.toStdString());
         emit sessionSaved(path);
     });
 }

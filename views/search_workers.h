@@ -74,7 +74,7 @@ class ExportWorker : public Worker {
 public:
     using Worker::Worker;
     void exportPackage(const ExportRequest& req);
-    // Writes the cushion (save_cushion, atomic) then the session JSON (QSaveFile) next to it.
+    // Writes the cushion (save_cushion, atomic) then the session JSON (write_text_atomically) next to it.
     void saveSession(const QString& path, const QByteArray& json, const CushionPtr& cushion, const QString& cushion_path);
     // Loads a cushion file and checks that it fits the model.
     void loadCushion(const QString& path, const ModelInfoPtr& model);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -28,6 +29,15 @@ namespace {
 
 std::string sys_error() { return std::strerror(errno); }
 
+// >0 while a write_directory_atomically fill runs on this thread: the files written inside the temporary
+// directory do not each say "nothing was left behind"; the directory's message says it once.
+thread_local int g_directory_depth = 0;
+
+std::string parent_of(const std::string& path) {
+    const fs::path parent = fs::path(path).parent_path();
+    return parent.empty() ? std::string(".") : parent.string();
+}
+
 // A fresh name beside `path` that no one else is using: created empty (O_EXCL) so it is ours.
 std::string make_temp_beside(const std::string& path) {
     static std::atomic<uint64_t> counter{0};
@@ -44,21 +54,23 @@ std::string make_temp_beside(const std::string& path) {
             ::close(fd);
             return tmp;
         }
-        if (errno != EEXIST) throw Error(path + ": cannot create a temporary file beside it: " + sys_error());
+        if (errno != EEXIST)
+            throw Error(path + ": cannot create a temporary file in " + parent_of(path) + ": " + sys_error());
     }
-    throw Error(path + ": cannot find a free temporary file name beside it");
+    throw Error(path + ": cannot find a free temporary file name in " + parent_of(path));
 }
 
-void fsync_path(const std::string& path, bool directory) {
+void fsync_path(const std::string& path, const std::string& name, bool directory) {
     int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
     if (fd < 0) {
         if (directory) return;  // best effort for directories
-        throw Error(path + ": cannot reopen to flush: " + sys_error());
+        throw Error(name + ": cannot reopen to flush: " + sys_error());
     }
     int rc = ::fsync(fd);
     std::string e = rc != 0 ? sys_error() : std::string();
-    ::close(fd);
-    if (rc != 0 && !directory) throw Error(path + ": fsync failed: " + e);
+    const bool closed = ::close(fd) == 0;
+    if (!closed && rc == 0) e = sys_error();
+    if ((rc != 0 || !closed) && !directory) throw Error(name + ": flushing to disk failed: " + e);
 }
 
 void remove_quietly(const std::string& p) {
@@ -66,39 +78,105 @@ void remove_quietly(const std::string& p) {
     fs::remove(p, ec);
 }
 
-}  // namespace
+void replace_all(std::string& s, const std::string& from, const std::string& to) {
+    if (from.empty()) return;
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+        s.replace(at, from.size(), to);
+}
 
-void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& write) {
+// "PATH: not written (...): CAUSE", the temporary name replaced by PATH and a leading "PATH: " dropped from CAUSE.
+Error not_written(const std::string& path, const std::string& tmp, bool existed, std::string cause) {
+    replace_all(cause, tmp, path);
+    if (cause.rfind(path + ": ", 0) == 0) cause.erase(0, path.size() + 2);
+    if (g_directory_depth > 0) return Error(path + ": " + cause);  // the directory's message says "not written"
+    const std::string state = existed ? "the previous file is unchanged" : "nothing was left behind";
+    return Error(path + ": not written (" + state + "): " + cause);
+}
+
+// The common frame: a temporary beside `path`, `body(tmp)` writes it (and flushes it to disk), then the rename.
+void replace_with(const std::string& path, const std::function<void(const std::string& tmp)>& body) {
     require_replaceable_target(path);
-    const std::string tmp = make_temp_beside(path);
+    std::error_code ec;
+    const bool existed = fs::exists(path, ec);
+    std::string tmp;
     try {
-        write(tmp);
-        fsync_path(tmp, false);
+        tmp = make_temp_beside(path);
+    } catch (const Error& e) {
+        throw not_written(path, path, existed, e.what());
+    }
+    try {
+        body(tmp);
         if (::rename(tmp.c_str(), path.c_str()) != 0)
             throw Error(path + ": cannot rename the temporary file " + tmp + " over it: " + sys_error());
-    } catch (const Error&) {
+    } catch (const Cancelled&) {
         remove_quietly(tmp);
         throw;
-    } catch (const std::exception& e) {
+    } catch (const std::exception& e) {  // Error, std::filesystem_error, std::bad_alloc, libtorch's c10::Error ...
         remove_quietly(tmp);
-        throw Error(path + ": writing failed: " + e.what());
+        throw not_written(path, tmp, existed, e.what());
     } catch (...) {
         remove_quietly(tmp);
         throw;
     }
-    const fs::path parent = fs::path(path).parent_path();
-    fsync_path(parent.empty() ? std::string(".") : parent.string(), true);
+    fsync_path(parent_of(path), parent_of(path), true);
+}
+
+}  // namespace
+
+OutputFile::OutputFile(const std::string& path, const std::string& name) : name_(name) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd_ < 0) throw Error(name_ + ": cannot open for writing: " + sys_error());
+}
+
+OutputFile::~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+void OutputFile::write(const void* data, size_t bytes) {
+    if (fd_ < 0) throw Error(name_ + ": write after the file was closed");
+    const char* p = static_cast<const char*>(data);
+    while (bytes > 0) {
+        const size_t chunk = std::min<size_t>(bytes, size_t(1) << 30);
+        const ssize_t n = ::write(fd_, p, chunk);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw Error(name_ + ": write failed: " + sys_error());
+        }
+        if (n == 0) throw Error(name_ + ": write failed: no progress (0 bytes written)");
+        p += n;
+        bytes -= static_cast<size_t>(n);
+    }
+}
+
+void OutputFile::finish() {
+    if (fd_ < 0) return;
+    const int fd = fd_;
+    fd_ = -1;
+    if (::fsync(fd) != 0) {
+        const std::string e = sys_error();
+        ::close(fd);
+        throw Error(name_ + ": flushing to disk failed: " + e);
+    }
+    if (::close(fd) != 0) throw Error(name_ + ": closing failed: " + sys_error());
+}
+
+void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& write) {
+    replace_with(path, [&](const std::string& tmp) {
+        write(tmp);
+        fsync_path(tmp, path, false);
+    });
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(OutputFile& out)>& write) {
+    replace_with(path, [&](const std::string& tmp) {
+        OutputFile out(tmp, path);
+        write(out);
+        out.finish();
+    });
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {
-    write_atomically(path, [&](const std::string& tmp) {
-        FILE* f = std::fopen(tmp.c_str(), "wb");
-        if (!f) throw Error(tmp + ": cannot open for writing: " + sys_error());
-        const size_t n = text.empty() ? 0 : std::fwrite(text.data(), 1, text.size(), f);
-        const bool ok = n == text.size();
-        const bool closed = std::fclose(f) == 0;
-        if (!ok || !closed) throw Error(tmp + ": write failed: " + sys_error());
-    });
+    write_file_atomically(path, [&](OutputFile& out) { out.write(text); });
 }
 
 std::string read_text_file(const std::string& path) {
@@ -129,25 +207,38 @@ void write_directory_atomically(const std::string& dir, bool overwrite,
     std::string tmpl = (parent / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
-    if (!mkdtemp(buf.data())) throw Error(dir + ": cannot create a temporary directory beside it");
-    const fs::path tmp(buf.data());
     const bool existed = fs::exists(target, ec);
-    // A failure inside: say which directory was not written and that nothing changed, then the cause (which names
-    // the file inside the temporary directory, e.g. "...: write failed: No space left on device").
-    auto failed = [&](const std::string& what) {
-        return Error(dir + ": not written (" +
-                     (existed ? std::string("the existing directory is unchanged") : std::string("nothing was left behind")) +
-                     "): " + what);
+    const std::string state =
+        existed ? std::string("the existing directory is unchanged") : std::string("nothing was left behind");
+    if (!mkdtemp(buf.data()))
+        throw Error(dir + ": not written (" + state + "): cannot create a temporary directory in " + parent.string() +
+                    ": " + sys_error());
+    const fs::path tmp(buf.data());
+    // A failure inside: say which directory was not written and that nothing changed, then the cause, which names
+    // the file inside the directory as it would have been (the temporary directory's name replaced by `dir`),
+    // e.g. "pkg: not written (nothing was left behind): pkg/model.safetensors: write failed: File too large".
+    auto failed = [&](std::string what) {
+        replace_all(what, tmp.string(), dir);
+        if (what.rfind(dir + ": ", 0) == 0) what.erase(0, dir.size() + 2);
+        return Error(dir + ": not written (" + state + "): " + what);
+    };
+    struct Depth {
+        Depth() { ++g_directory_depth; }
+        ~Depth() { --g_directory_depth; }
     };
     try {
         fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                  fs::perms::others_read | fs::perms::others_exec, ec);
-        fill(tmp);
+        {
+            Depth inside;
+            fill(tmp);
+        }
         if (fs::exists(target, ec)) {
             std::string old_tmpl = (parent / ("." + target.filename().string() + ".old-XXXXXX")).string();
             std::vector<char> ob(old_tmpl.begin(), old_tmpl.end());
             ob.push_back('\0');
-            if (!mkdtemp(ob.data())) throw Error(dir + ": cannot create a temporary name beside it");
+            if (!mkdtemp(ob.data()))
+                throw Error(dir + ": cannot create a temporary name in " + parent.string() + ": " + sys_error());
             const fs::path old(ob.data());
             fs::rename(target, old / "d", ec);
             if (ec) {
@@ -184,6 +275,7 @@ void write_directory_atomically(const std::string& dir, bool overwrite,
         fs::remove_all(tmp, ec2);
         throw;
     }
+    fsync_path(parent.string(), parent.string(), true);
 }
 
 }  // namespace cushion

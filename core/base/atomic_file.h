@@ -7,8 +7,34 @@
 
 namespace cushion {
 
-// Calls write(tmp_path) then renames tmp_path to path. Throws Error (and removes tmp) on failure.
+// A file being written, every step checked: each write (a short write is retried, EINTR too), then fsync and
+// close in finish(). A failure throws Error naming `name` (the path the user knows, not a temporary one) and the
+// system's cause ("No space left on device", "File too large", "Read-only file system", "Permission denied").
+// Unbuffered: a full disk is seen by the write that hits it, never by a flush on close that nobody checks.
+class OutputFile {
+public:
+    // Opens `path` for writing (created or truncated).
+    OutputFile(const std::string& path, const std::string& name);
+    ~OutputFile();  // closes quietly when finish() was not reached (an error is already on its way)
+    OutputFile(const OutputFile&) = delete;
+    OutputFile& operator=(const OutputFile&) = delete;
+    void write(const void* data, size_t bytes);
+    void write(const std::string& text) { write(text.data(), text.size()); }
+    void finish();  // fsync + close, both checked
+    const std::string& name() const { return name_; }
+
+private:
+    int fd_ = -1;
+    std::string name_;
+};
+
+// Calls write(tmp_path) then renames tmp_path to path. Throws Error (and removes tmp) on failure; the message
+// starts "PATH: not written (the previous file is unchanged|nothing was left behind): " then the cause, with the
+// temporary name replaced by PATH. Cancelled passes through unchanged.
 void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& write);
+// The same with the temporary file opened as an OutputFile (finished, i.e. fsync'ed and closed, after write).
+// Every writer of a file in the engine, the CLI and the studio goes through one of these two.
+void write_file_atomically(const std::string& path, const std::function<void(OutputFile& out)>& write);
 void write_text_atomically(const std::string& path, const std::string& text);
 std::string read_text_file(const std::string& path);  // throws Error if unreadable
 // The same for a directory: `fill` writes into a temporary directory beside `dir`, which then takes its

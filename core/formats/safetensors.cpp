@@ -194,17 +194,13 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     while ((8 + h.size()) % 8 != 0) h.push_back(' ');
     const uint64_t hlen = h.size();
 
-    write_atomically(path, [&](const std::string& tmp) {
-        FILE* f = std::fopen(tmp.c_str(), "wb");
-        if (!f) throw Error(tmp + ": cannot open for writing: " + std::strerror(errno));
-        bool ok = std::fwrite(&hlen, 8, 1, f) == 1 && std::fwrite(h.data(), 1, h.size(), f) == h.size();
+    write_file_atomically(path, [&](OutputFile& out) {
+        out.write(&hlen, 8);
+        out.write(h);
         for (const auto& c : cpu) {
-            if (!ok) break;
             const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
-            if (bytes) ok = std::fwrite(c.data_ptr(), 1, bytes, f) == bytes;
+            if (bytes) out.write(c.data_ptr(), bytes);
         }
-        const bool closed = std::fclose(f) == 0;
-        if (!ok || !closed) throw Error(tmp + ": write failed: " + std::strerror(errno));
     });
 }
 

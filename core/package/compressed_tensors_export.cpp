@@ -320,7 +320,7 @@ CompressedTensorsReport write_compressed_tensors(const std::string& package_dir,
             write_atomically((tmp / to).string(), [&](const std::string& t) {
                 std::error_code ec;
                 fs::copy_file(from, t, fs::copy_options::overwrite_existing, ec);
-                if (ec) throw Error(from.string() + ": cannot copy into " + out_dir + ": " + ec.message());
+                if (ec) throw Error("cannot copy " + from.string() + ": " + ec.message());
                 fs::permissions(t, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
             });
             report_progress(opts.progress, 0.95, "wrote " + to);

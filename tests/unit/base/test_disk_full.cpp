@@ -1,0 +1,241 @@
+// Disk full and read-only targets (issue "hardening"): every file the engine writes goes through
+// base/atomic_file, so a write that fails part-way (the disk is full), a flush that fails, or a folder that
+// cannot be written gives an Error naming the target and the system's cause, leaves no temporary file, and
+// leaves the previous file (or directory) as it was.
+// Simulated without root or a small file system: RLIMIT_FSIZE with SIGXFSZ ignored makes a write past the limit
+// fail with EFBIG ("File too large") as a full disk fails with ENOSPC; a folder of mode 0555 is read-only (as root,
+// CAP_DAC_OVERRIDE is dropped from the thread's effective set for the test and raised again after).
+#include <gtest/gtest.h>
+#include <linux/capability.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "base/atomic_file.h"
+#include "base/error.h"
+#include "formats/safetensors.h"
+#include "test_support.h"
+
+using namespace cushion;
+using namespace cushion::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// While alive: files may not grow past `bytes` (writes beyond fail with EFBIG instead of raising SIGXFSZ).
+class FileSizeLimit {
+public:
+    explicit FileSizeLimit(rlim_t bytes) {
+        old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+        ::getrlimit(RLIMIT_FSIZE, &old_);
+        rlimit r = old_;
+        r.rlim_cur = bytes;
+        ok_ = ::setrlimit(RLIMIT_FSIZE, &r) == 0;
+    }
+    ~FileSizeLimit() {
+        ::setrlimit(RLIMIT_FSIZE, &old_);
+        std::signal(SIGXFSZ, old_handler_);
+    }
+    bool ok() const { return ok_; }
+
+private:
+    rlimit old_{};
+    void (*old_handler_)(int) = nullptr;
+    bool ok_ = false;
+};
+
+// While alive: this thread cannot write where its permissions say it may not (as root: CAP_DAC_OVERRIDE and
+// CAP_DAC_READ_SEARCH dropped from the effective set; they stay permitted and are raised again after).
+class NoPermissionOverride {
+public:
+    NoPermissionOverride() {
+        if (::geteuid() != 0) {
+            ok_ = true;
+            return;
+        }
+        hdr_.version = _LINUX_CAPABILITY_VERSION_3;
+        hdr_.pid = 0;
+        if (::syscall(SYS_capget, &hdr_, old_) != 0) return;
+        __user_cap_data_struct d[2] = {old_[0], old_[1]};
+        d[0].effective &= ~((1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH));
+        ok_ = dropped_ = ::syscall(SYS_capset, &hdr_, d) == 0;
+    }
+    ~NoPermissionOverride() {
+        if (dropped_) ::syscall(SYS_capset, &hdr_, old_);
+    }
+    bool ok() const { return ok_; }
+
+private:
+    __user_cap_header_struct hdr_{};
+    __user_cap_data_struct old_[2]{};
+    bool ok_ = false, dropped_ = false;
+};
+
+std::string slurp(const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+std::set<std::string> entries(const std::string& dir) {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
+    return names;
+}
+
+bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
+
+const std::string kOld = "the previous file\n";
+
+}  // namespace
+
+TEST(DiskFull, TextFileKeepsThePreviousFileAndLeavesNoTemporary) {
+    const std::string d = temp_dir("disk-full-text");
+    const std::string target = d + "/notes.json";
+    std::ofstream(target) << kOld;
+    const std::string big(64 * 1024, 'x');
+    std::string e;
+    {
+        FileSizeLimit limit(4096);
+        ASSERT_TRUE(limit.ok());
+        e = error_of([&] { write_text_atomically(target, big); });
+    }
+    EXPECT_TRUE(contains(e, target + ": not written (the previous file is unchanged): write failed: File too large")) << e;
+    EXPECT_FALSE(contains(e, ".tmp-")) << "the message names the temporary file: " << e;
+    EXPECT_EQ(slurp(target), kOld);
+    EXPECT_EQ(entries(d), std::set<std::string>{"notes.json"});
+    // A new path: nothing at all is left.
+    {
+        FileSizeLimit limit(4096);
+        e = error_of([&] { write_text_atomically(d + "/new.json", big); });
+    }
+    EXPECT_TRUE(contains(e, d + "/new.json: not written (nothing was left behind): write failed: File too large")) << e;
+    EXPECT_EQ(entries(d), std::set<std::string>{"notes.json"});
+    // Under the limit the same call works (the limit, not the code, made it fail).
+    {
+        FileSizeLimit limit(1 << 20);
+        write_text_atomically(target, big);
+    }
+    EXPECT_EQ(slurp(target), big);
+}
+
+// The tensors are written unbuffered, so the failing write is the one that reports, whatever its size; a failure
+// in the header, in the first tensor or in the last one each leave the previous file.
+TEST(DiskFull, SafetensorsFailAtAnyPointWithoutPartialFile) {
+    const std::string d = temp_dir("disk-full-safetensors");
+    const std::string target = d + "/state.safetensors";
+    std::vector<std::pair<std::string, at::Tensor>> small{{"a", at::ones({4})}};
+    save_safetensors(target, small, {{"format", "test"}});
+    const std::string before = slurp(target);
+    std::vector<std::pair<std::string, at::Tensor>> ts{{"a", at::ones({1000})}, {"b", at::ones({1000})},
+                                                        {"c", at::ones({1000})}};
+    for (rlim_t limit_bytes : {rlim_t(16), rlim_t(200), rlim_t(5000), rlim_t(11000)}) {
+        std::string e;
+        {
+            FileSizeLimit limit(limit_bytes);
+            e = error_of([&] { save_safetensors(target, ts, {{"format", "test"}}); });
+        }
+        EXPECT_TRUE(contains(e, target + ": not written (the previous file is unchanged): write failed: File too large"))
+            << "limit " << limit_bytes << ": " << e;
+        EXPECT_EQ(slurp(target), before) << "limit " << limit_bytes;
+        EXPECT_EQ(entries(d), std::set<std::string>{"state.safetensors"}) << "limit " << limit_bytes;
+    }
+    save_safetensors(target, ts, {{"format", "test"}});
+    EXPECT_GT(slurp(target).size(), 12000u);
+}
+
+// A directory (a package): the message names the directory and the file inside it as it would have been (not
+// the temporary directory), the old directory stays, no temporary directory is left.
+TEST(DiskFull, DirectoryKeepsTheExistingOneAndNamesTheFile) {
+    const std::string d = temp_dir("disk-full-dir");
+    const std::string pkg = d + "/pkg";
+    fs::create_directories(pkg);
+    std::ofstream(pkg + "/config.json") << kOld;
+    auto fill = [](const fs::path& tmp) {
+        write_text_atomically((tmp / "config.json").string(), "{}\n");
+        save_safetensors((tmp / "model.safetensors").string(), {{"w", at::ones({4096})}}, {});
+    };
+    std::string e;
+    {
+        FileSizeLimit limit(8192);
+        e = error_of([&] { write_directory_atomically(pkg, true, fill); });
+    }
+    EXPECT_TRUE(contains(e, pkg + ": not written (the existing directory is unchanged): " + pkg +
+                                "/model.safetensors: write failed: File too large"))
+        << e;
+    EXPECT_FALSE(contains(e, ".tmp-")) << e;
+    EXPECT_EQ(entries(d), std::set<std::string>{"pkg"});
+    EXPECT_EQ(entries(pkg), std::set<std::string>{"config.json"});
+    EXPECT_EQ(slurp(pkg + "/config.json"), kOld);
+    {
+        FileSizeLimit limit(8192);
+        e = error_of([&] { write_directory_atomically(d + "/fresh", false, fill); });
+    }
+    EXPECT_TRUE(contains(e, d + "/fresh: not written (nothing was left behind): " + d +
+                                "/fresh/model.safetensors: write failed: File too large"))
+        << e;
+    EXPECT_EQ(entries(d), std::set<std::string>{"pkg"});
+    write_directory_atomically(d + "/fresh", false, fill);  // no limit: written
+    EXPECT_EQ(entries(d + "/fresh"), (std::set<std::string>{"config.json", "model.safetensors"}));
+}
+
+TEST(ReadOnlyTarget, FileInAReadOnlyFolder) {
+    const std::string d = temp_dir("read-only-file");
+    const std::string ro = d + "/ro";
+    fs::create_directories(ro);
+    std::ofstream(ro + "/notes.json") << kOld;
+    fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                            fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+    std::string e1, e2, e3;
+    {
+        NoPermissionOverride no_override;
+        if (!no_override.ok()) GTEST_SKIP() << "cannot drop CAP_DAC_OVERRIDE here";
+        e1 = error_of([&] { write_text_atomically(ro + "/notes.json", "new"); });
+        e2 = error_of([&] { save_safetensors(ro + "/new.safetensors", {{"a", at::ones({2})}}, {}); });
+        e3 = error_of([&] { write_directory_atomically(ro + "/pkg", false, [](const fs::path&) {}); });
+    }
+    fs::permissions(ro, fs::perms::owner_all);
+    EXPECT_TRUE(contains(e1, ro + "/notes.json: not written (the previous file is unchanged): cannot create a "
+                                  "temporary file in " + ro + ": Permission denied"))
+        << e1;
+    EXPECT_TRUE(contains(e2, ro + "/new.safetensors: not written (nothing was left behind): cannot create a "
+                                  "temporary file in " + ro + ": Permission denied"))
+        << e2;
+    EXPECT_TRUE(contains(e3, ro + "/pkg: not written (nothing was left behind): cannot create a temporary "
+                                  "directory in " + ro + ": Permission denied"))
+        << e3;
+    EXPECT_EQ(slurp(ro + "/notes.json"), kOld);
+    EXPECT_EQ(entries(ro), std::set<std::string>{"notes.json"});
+}
+
+// An existing package directory in a read-only folder cannot be swapped out: it is kept, as it was.
+TEST(ReadOnlyTarget, ExistingPackageInAReadOnlyFolderIsKept) {
+    const std::string d = temp_dir("read-only-dir");
+    const std::string ro = d + "/ro";
+    fs::create_directories(ro + "/pkg");
+    std::ofstream(ro + "/pkg/config.json") << kOld;
+    fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+    std::string e;
+    {
+        NoPermissionOverride no_override;
+        if (!no_override.ok()) GTEST_SKIP() << "cannot drop CAP_DAC_OVERRIDE here";
+        e = error_of([&] {
+            write_directory_atomically(ro + "/pkg", true, [](const fs::path& tmp) {
+                write_text_atomically((tmp / "config.json").string(), "{}");
+            });
+        });
+    }
+    fs::permissions(ro, fs::perms::owner_all);
+    EXPECT_TRUE(contains(e, ro + "/pkg: not written (the existing directory is unchanged): cannot create a "
+                                 "temporary directory in " + ro + ": Permission denied"))
+        << e;
+    EXPECT_EQ(entries(ro), std::set<std::string>{"pkg"});
+    EXPECT_EQ(slurp(ro + "/pkg/config.json"), kOld);
+}
