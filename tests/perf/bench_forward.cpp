@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 #include <benchmark/benchmark.h>
 
+#include "model/perplexity.h"
 #include "package/open_target.h"
 #include "base/resources.h"
 #include "base/threads.h"
@@ -41,6 +42,18 @@ void BM_ForwardStories(benchmark::State& st) {
     st.counters["tokens/s"] = benchmark::Counter(double(B * T) * st.iterations(), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ForwardStories)->Args({32, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// perplexity() on the first 64 calibration documents: the forward passes plus what perplexity adds around them
+// (log-softmax, the NLL sum, and since issue 15 the finiteness check of each batch's sum).
+void BM_PerplexityStories(benchmark::State& st) {
+    at::NoGradGuard ng;
+    static auto m = load_model(default_model_path());
+    static const auto docs = read_tokenized_documents(*m, resource_dir() + "/text/tinystories-calib.txt", 0, 64);
+    int64_t tokens = 0;
+    for (auto _ : st) tokens += perplexity(*m, docs).tokens;
+    st.counters["tokens/s"] = benchmark::Counter(double(tokens), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PerplexityStories)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 
