@@ -15,7 +15,9 @@
 #include "heatmap_canvas.h"
 #include "model_controller.h"
 #include "model_panel.h"
+#include "probe_controller.h"
 #include "prompt_panel.h"
+#include "quant_controller.h"
 #include "quant_panel.h"
 #include "search_controller.h"
 #include "search_panel.h"
@@ -52,10 +54,6 @@ MainWindow::MainWindow(Options opts, QWidget* parent) : QMainWindow(parent), opt
     centre_ = new ActivationView;
     v->addWidget(centre_, 1);
     setCentralWidget(centre);
-    connect(centre_, &ActivationView::probeNeeded, this, &MainWindow::requestProbe);
-    connect(centre_, &ActivationView::compareTabShown, this, [this] {
-        if (compare_dirty_) requestCompare();
-    });
 
     buildDocks();
     buildActions();
@@ -74,7 +72,22 @@ MainWindow::MainWindow(Options opts, QWidget* parent) : QMainWindow(parent), opt
                                           quant_panel_->evalPath()};
         },
         this);
+    probe_ = new ProbeController(
+        workers_->probe(),
+        [this] {
+            return ProbeController::Inputs{prompt_panel_->text(), centre_->layer(), site(), currentCushion(),
+                                           centre_->compareShown()};
+        },
+        this);
+    quant_ctl_ = new QuantController(
+        workers_->quant(), workers_->exporter(),
+        [this] {
+            return QuantController::Inputs{quant_panel_->settings(), quant_panel_->calibPath(), quant_panel_->evalPath(),
+                                           currentCushion()};
+        },
+        this);
     connectModel();
+    connectProbe();
     connectQuantAndExport();
     connectSearch();
     connectTuning();
@@ -126,10 +139,13 @@ void MainWindow::connectModel() {
         setTask({}, -1);
         log(tr("Model load cancelled"));
     });
-    ProbeWorker* pw = workers_->probe();
-    connect(pw, &ProbeWorker::probed, this, [this](const HeatmapDataPtr& d) {
-        const ModelInfoPtr m = model();
-        if (d->request_id != probe_id_ || !m || d->model_key != m->model.get()) return;  // stale
+}
+
+void MainWindow::connectProbe() {
+    connect(centre_, &ActivationView::probeNeeded, probe_, &ProbeController::probe);
+    connect(centre_, &ActivationView::compareTabShown, probe_, &ProbeController::compareShown);
+    connect(probe_, &ProbeController::status, prompt_panel_, &PromptPanel::setStatus);
+    connect(probe_, &ProbeController::probed, this, [this](const HeatmapDataPtr& d) {
         prompt_panel_->setStatus(tr("%1 tokens x %2 layers in %3 ms%4")
                                      .arg(d->tokens)
                                      .arg(d->layers)
@@ -138,77 +154,77 @@ void MainWindow::connectModel() {
         centre_->setData(d);
         emit heatmapUpdated();
     });
-    connect(pw, &Worker::failed, this, [this](const QString& m) {
+    connect(probe_, &ProbeController::failed, this, [this](const QString& m) {
         prompt_panel_->setStatus(tr("Probe failed"));
         showError(tr("Probe failed: %1").arg(m));
     });
-    connect(pw, &ProbeWorker::compared, this, [this](const CompareDataPtr& d) {
-        const ModelInfoPtr m = model();
-        if (d->request_id != compare_id_ || !m || d->model_key != m->model.get()) return;
+    connect(probe_, &ProbeController::compared, this, [this](const CompareDataPtr& d) {
         centre_->setComparison(d, {}, cushionIsTuned());
         emit compareUpdated();
+    });
+    connect(probe_, &ProbeController::compareCleared, this, [this] {
+        centre_->setComparison(nullptr, {}, false);
+        refreshCompare();
     });
 }
 
 void MainWindow::connectQuantAndExport() {
-    QuantWorker* qw = workers_->quant();
-    connectWorker(qw, this,
-                  {[this](double f, const QString& w) {
-                       quant_panel_->setProgress(f, w);
-                       setTask(w, f);
-                   },
-                   [this](const QString& m) {
-                       quant_panel_->setFailed(m);
-                       setTask({}, -1);
-                       showError(tr("Quantization failed: %1").arg(m));
-                   },
-                   [this] {
-                       quant_panel_->setCancelled();
-                       setTask({}, -1);
-                       log(tr("Quantization cancelled"));
-                   },
-                   {}});
-    connect(qw, &QuantWorker::quantized, this, [this](const QuantResultPtr& r) {
+    connect(quant_ctl_, &QuantController::log, this, &MainWindow::log);
+    connect(quant_ctl_, &QuantController::error, this, &MainWindow::showError);
+    connect(quant_ctl_, &QuantController::quantStarted, this, [this] {
+        quant_panel_->setBusy(true);
+        quant_dock_->raise();
+    });
+    connect(quant_ctl_, &QuantController::quantProgress, this, [this](double f, const QString& w) {
+        quant_panel_->setProgress(f, w);
+        setTask(w, f);
+    });
+    connect(quant_ctl_, &QuantController::quantFailed, this, [this](const QString& m) {
+        quant_panel_->setFailed(m);
         setTask({}, -1);
-        if (!model() || r->model_key != model()->model.get()) {
-            quant_panel_->setBusy(false);
-            return;
-        }
+        showError(tr("Quantization failed: %1").arg(m));
+    });
+    connect(quant_ctl_, &QuantController::quantCancelled, this, [this] {
+        quant_panel_->setCancelled();
+        setTask({}, -1);
+        log(tr("Quantization cancelled"));
+    });
+    connect(quant_ctl_, &QuantController::quantDropped, this, [this] {
+        setTask({}, -1);
+        quant_panel_->setBusy(false);
+    });
+    connect(quant_ctl_, &QuantController::quantized, this, [this](const QuantResultPtr& r) {
+        setTask({}, -1);
         quant_panel_->setResult(r);
-        log(tr("Quantization %1: perplexity %2 -> %3 (%4 s)")
-                .arg(r->describe)
-                .arg(r->fp_ppl, 0, 'f', 3)
-                .arg(r->q_ppl, 0, 'f', 3)
-                .arg(r->seconds, 0, 'f', 2));
         emit quantizationDone();
     });
-    ExportWorker* ew = workers_->exporter();
-    connectWorker(ew, this,
-                  {[this](double f, const QString& w) {
-                       if (export_dialog_ && export_dialog_->isBusy()) export_dialog_->setProgress(f, w);
-                       setTask(w, f);
-                   },
-                   [this](const QString& m) {
-                       setTask({}, -1);
-                       if (export_dialog_ && export_dialog_->isBusy()) {
-                           export_dialog_->setFailed(m);
-                           showError(tr("Export failed: %1").arg(m));
-                       } else if (!session_->takeExportFailure(m)) {
-                           showError(m);
-                       }
-                   },
-                   [this] {
-                       setTask({}, -1);
-                       if (export_dialog_) export_dialog_->setCancelled();
-                       log(tr("Export cancelled; nothing was written"));
-                   },
-                   {}});
-    connect(ew, &ExportWorker::exported, this, [this](const ExportResultPtr& r) {
+    connect(quant_ctl_, &QuantController::exportStarted, this, [this](const QString& dir) {
+        QSettings().setValue("export/dir", dir);
+        if (export_dialog_) export_dialog_->setBusy(true);
+    });
+    connect(quant_ctl_, &QuantController::exportRefused, this, [this](const QString& why) {
+        if (export_dialog_) export_dialog_->setFailed(why);
+    });
+    connect(quant_ctl_, &QuantController::exportProgress, this, [this](double f, const QString& w) {
+        if (export_dialog_) export_dialog_->setProgress(f, w);
+        setTask(w, f);
+    });
+    connect(quant_ctl_, &QuantController::exportFailed, this, [this](const QString& m) {
+        setTask({}, -1);
+        if (export_dialog_) export_dialog_->setFailed(m);
+        showError(tr("Export failed: %1").arg(m));
+    });
+    connect(quant_ctl_, &QuantController::otherJobFailed, this, [this](const QString& m) {
+        setTask({}, -1);
+        if (!session_->takeExportFailure(m)) showError(m);
+    });
+    connect(quant_ctl_, &QuantController::exportCancelled, this, [this] {
+        setTask({}, -1);
+        if (export_dialog_) export_dialog_->setCancelled();
+    });
+    connect(quant_ctl_, &QuantController::exported, this, [this](const ExportResultPtr& r) {
         setTask({}, -1);
         if (export_dialog_) export_dialog_->setResult(r);
-        log(tr("Exported %1 (%2, %3): quantized perplexity with the cushion %4")
-                .arg(r->dir, r->describe, formatBytes(r->bytes))
-                .arg(r->ppl_quant_cushion, 0, 'f', 4));
         emit exportDone();
     });
 }
@@ -355,6 +371,8 @@ void MainWindow::onModelLoaded(const ModelInfoPtr& info) {
     // A search, a tuning and a cushion belong to the model they were made for.
     search_->setModel(info);
     tune_->setModel(info);
+    probe_->setModel(info);
+    quant_ctl_->setModel(info);
     search_panel_->setModelAvailable(true);
     banner_box_->hide();  // an earlier error is in the log; the window now shows the new model
     model_panel_->setModel(info);
@@ -380,52 +398,9 @@ void MainWindow::onModelLoaded(const ModelInfoPtr& info) {
     session_->modelLoaded();
 }
 
-void MainWindow::requestProbe() {
-    if (!model()) return;
-    const QString text = prompt_panel_->text();
-    if (text.trimmed().isEmpty()) {
-        prompt_panel_->setStatus(tr("Type a prompt"));
-        return;
-    }
-    ProbeRequest req;
-    req.id = ++probe_id_;
-    req.model = model();
-    req.text = text;
-    req.layer = centre_->layer();
-    req.site = site();
-    ProbeWorker* w = workers_->probe();
-    w->setLatest(req.id);
-    prompt_panel_->setStatus(tr("Probing…"));
-    WorkerThreads::post(w, [w, req] { w->probe(req); });
-    compare_dirty_ = true;
-    if (centre_->compareShown()) requestCompare();
-}
+void MainWindow::requestProbe() { probe_->probe(); }
 
-void MainWindow::runQuantization() {
-    if (!model()) {
-        showError(tr("Open a model first"));
-        return;
-    }
-    if (workers_->quant()->isBusy()) return;
-    if (model()->package) {
-        log(tr("The package's scheme is fixed: its perplexities are those measured at export"));
-        return;
-    }
-    QuantRequest req;
-    req.model = model();
-    req.settings = quant_panel_->settings();
-    req.calib_path = quant_panel_->calibPath();
-    req.eval_path = quant_panel_->evalPath();
-    quant_panel_->setBusy(true);
-    quant_dock_->raise();
-    log(tr("Quantizing with W%1 A%2 %3%4")
-            .arg(req.settings.wbits)
-            .arg(req.settings.abits)
-            .arg(cushion::granularity_name(req.settings.act))
-            .arg(req.settings.smoothquant_on() ? " SmoothQuant" : ""));
-    QuantWorker* w = workers_->quant();
-    WorkerThreads::post(w, [w, req] { w->quantize(req); });
-}
+void MainWindow::runQuantization() { quant_ctl_->quantize(); }
 
 void MainWindow::cancelAll() {
     model_ctl_->cancel();
@@ -457,30 +432,9 @@ bool MainWindow::cushionIsTuned() const { return tune_->tunedCushion() != nullpt
 
 // ------------------------------------------------------------------------------ before / after cushion
 
-void MainWindow::requestCompare() {
-    compare_dirty_ = false;
-    const CushionPtr c = currentCushion();
-    const QString text = prompt_panel_->text();
-    if (!model() || !c || text.trimmed().isEmpty()) {
-        ++compare_id_;  // a comparison still running is stale
-        centre_->setComparison(nullptr, {}, false);
-        refreshCompare();
-        return;
-    }
-    CompareRequest req;
-    req.id = ++compare_id_;
-    req.model = model();
-    req.text = text;
-    req.cushion = c;
-    ProbeWorker* w = workers_->probe();
-    w->setLatestCompare(req.id);
-    WorkerThreads::post(w, [w, req] { w->compare(req); });
-}
+void MainWindow::requestCompare() { probe_->compare(); }
 
-void MainWindow::cushionChanged() {
-    compare_dirty_ = true;
-    if (centre_->compareShown()) requestCompare();
-}
+void MainWindow::cushionChanged() { probe_->cushionChanged(); }
 
 void MainWindow::refreshCompare() {
     const QString empty = !model() ? tr("Open a model")
@@ -492,34 +446,7 @@ void MainWindow::refreshCompare() {
 
 void MainWindow::exportPackage() {
     if (!export_dialog_) return;
-    const CushionPtr c = currentCushion();
-    if (model() && model()->package) {
-        export_dialog_->setFailed(tr("this model is an exported package already: export from the original model"));
-        return;
-    }
-    if (!model() || !c) {
-        export_dialog_->setFailed(tr("run the search first: the package carries its cushion"));
-        return;
-    }
-    const QString dir = export_dialog_->directory();
-    if (dir.isEmpty()) {
-        export_dialog_->setFailed(tr("choose the package directory"));
-        return;
-    }
-    ExportRequest req;
-    req.model = model();
-    req.cushion = c;
-    req.dir = dir;
-    req.quant = quant_panel_->settings();
-    req.calib_path = quant_panel_->calibPath();
-    req.eval_path = quant_panel_->evalPath();
-    req.eval_docs = export_dialog_->evalDocs();
-    req.overwrite = export_dialog_->overwrite();
-    QSettings().setValue("export/dir", dir);
-    export_dialog_->setBusy(true);
-    log(tr("Exporting to %1").arg(dir));
-    ExportWorker* w = workers_->exporter();
-    WorkerThreads::post(w, [w, req] { w->exportPackage(req); });
+    quant_ctl_->exportPackage({export_dialog_->directory(), export_dialog_->evalDocs(), export_dialog_->overwrite()});
 }
 
 // ----------------------------------------------------------------------------------------- sessions

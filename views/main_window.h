@@ -2,7 +2,8 @@
 // before/after cushion maps (activation_view.h); docks for the model, the prompt, quantization, the greedy
 // search, prefix tuning and a log; the export dialog; menus with shortcuts, a status bar with device and
 // memory, settings remembered with QSettings. The state lives in the controllers, apart from any widget:
-// the model (model_controller.h), the search (search_controller.h), tuning (tune_controller.h) and sessions
+// the model (model_controller.h), the prompt's probes (probe_controller.h), quantization and export
+// (quant_controller.h), the search (search_controller.h), tuning (tune_controller.h) and sessions
 // (session_controller.h); all engine work goes to the workers (workers.h, search_workers.h). main_window.cpp
 // wires controllers to views; main_window_layout.cpp builds the frame (docks, menus, status bar, settings).
 #pragma once
@@ -11,6 +12,8 @@
 
 #include "activation_view.h"
 #include "model_controller.h"
+#include "probe_controller.h"
+#include "quant_controller.h"
 #include "search_controller.h"
 #include "search_workers.h"  // workers(): the worker threads, for tests and benchmarks
 #include "session_controller.h"
@@ -112,6 +115,8 @@ public:
     SearchController* searchController() const { return search_; }
     TuneController* tuneController() const { return tune_; }
     SessionController* sessionController() const { return session_; }
+    ProbeController* probeController() const { return probe_; }
+    QuantController* quantController() const { return quant_ctl_; }
     QString errorText() const;
     QStringList recentFiles() const { return recent_; }
     QMenu* recentMenu() const { return recent_menu_; }
@@ -150,6 +155,7 @@ private:
     void buildDocks();
     void buildActions();
     void connectModel();
+    void connectProbe();
     void connectQuantAndExport();
     void connectSearch();
     void connectTuning();
@@ -171,8 +177,8 @@ private:
     SearchController* search_;
     TuneController* tune_;
     SessionController* session_;
-    quint64 probe_id_ = 0, compare_id_ = 0;
-    bool compare_dirty_ = true;
+    ProbeController* probe_;
+    QuantController* quant_ctl_;
     bool canvases_prepared_ = false;  // showEvent made every canvas' GL context
     bool auto_compare_tab_ = true;
     QStringList recent_;

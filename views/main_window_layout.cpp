@@ -396,7 +396,7 @@ void MainWindow::showExportDialog() {
     if (!export_dialog_) {
         export_dialog_ = new ExportDialog(this);
         connect(export_dialog_, &ExportDialog::exportRequested, this, &MainWindow::exportPackage);
-        connect(export_dialog_, &ExportDialog::cancelRequested, this, [this] { workers_->exporter()->requestCancel(); });
+        connect(export_dialog_, &ExportDialog::cancelRequested, quant_ctl_, &QuantController::cancelExport);
         QString dir = QSettings().value("export/dir").toString();
         if (dir.isEmpty())
             dir = QDir(QStandardPaths::writableLocation(QStandardPaths::HomeLocation)).filePath("cushion-package");

@@ -1,6 +1,8 @@
 // The studio's controllers alone, without a widget (QCoreApplication): a cancel token per job, the search's
-// state machine (start -> step -> score -> accept / undo, Run, Pause, Cancel), tuning's pause and resume, and a
-// session's save / open round trip, on the embedded stories260K model with small settings.
+// state machine (start -> step -> score -> accept / undo, Run, Pause, Cancel), tuning's pause and resume, a
+// session's save / open round trip, the prompt's probes and comparison (what a request carries, stale results
+// dropped, a cancel that stops only the jobs posted before it) and the export's rules, on the embedded
+// stories260K model with small settings.
 #include <QCoreApplication>
 #include <QDir>
 #include <QElapsedTimer>
@@ -14,6 +16,8 @@
 
 #include "base/error.h"
 #include "model_controller.h"
+#include "probe_controller.h"
+#include "quant_controller.h"
 #include "search_controller.h"
 #include "search_workers.h"
 #include "session_controller.h"
@@ -54,8 +58,35 @@ class TestControllers : public QObject {
     std::unique_ptr<SearchController> search_;
     std::unique_ptr<TuneController> tune_;
     std::unique_ptr<SessionController> session_;
+    std::unique_ptr<ProbeController> probe_;
+    std::unique_ptr<QuantController> quant_;
     SearchSettings settings_;
     TuneSettings tune_settings_;
+    ProbeController::Inputs probe_inputs_;
+    QuantController::Inputs quant_inputs_;
+
+    // Blocks a worker's thread until the returned flag is set: jobs posted meanwhile queue behind it.
+    static std::shared_ptr<std::atomic<bool>> block(Worker* w) {
+        auto release = std::make_shared<std::atomic<bool>>(false);
+        WorkerThreads::post(w, [release] {
+            while (!release->load()) QThread::msleep(2);
+        });
+        return release;
+    }
+
+    // A search with a cushion (one step), for the tests that need one.
+    bool ensureSearch() {
+        if (search_->snapshot() && search_->snapshot()->cushion) return true;
+        search_->step();
+        return waitIdle() && search_->snapshot() && search_->snapshot()->cushion;
+    }
+    // A finished tuning of the search's cushion (and so a tuned cushion and a tuner), for the session test.
+    bool ensureTuned() {
+        if (!ensureSearch()) return false;
+        if (tune_->snapshot() && tune_->snapshot()->done && tune_->tunedCushion()) return true;
+        tune_->start();
+        return waitIdle() && tune_->snapshot() && tune_->snapshot()->done && tune_->tunedCushion();
+    }
 
     bool waitIdle(int ms = 240000) {
         QElapsedTimer t;
@@ -91,6 +122,9 @@ private slots:
             return TuneController::Inputs{tune_settings_, defaultQuantScheme(), calib, eval};
         });
         session_ = std::make_unique<SessionController>(model_.get(), search_.get(), tune_.get(), workers_->exporter());
+        probe_ = std::make_unique<ProbeController>(workers_->probe(), [this] { return probe_inputs_; });
+        quant_inputs_ = {defaultQuantScheme(), calib, eval, nullptr};
+        quant_ = std::make_unique<QuantController>(workers_->quant(), workers_->exporter(), [this] { return quant_inputs_; });
         connect(search_.get(), &SearchController::updated, tune_.get(), [this](const SearchSnapshotPtr&, bool changed) {
             if (changed) tune_->invalidate("the prefix changed");
         });
@@ -103,6 +137,8 @@ private slots:
         QVERIFY(loaded.wait(120000));
         search_->setModel(model_->model());
         tune_->setModel(model_->model());
+        probe_->setModel(model_->model());
+        quant_->setModel(model_->model());
         session_->modelLoaded();
     }
 
@@ -264,7 +300,152 @@ private slots:
         QCOMPARE(tune_->snapshot()->steps_done, t->steps_done);
     }
 
+    // A probe request carries the prompt, the channel map's layer and the probe site the views give; its
+    // result comes back for that request; an empty prompt posts nothing.
+    void probeCarriesThePromptLayerAndSite() {
+        probe_inputs_ = {"Tom had a big red ball.", 1, 2, nullptr, false};
+        QSignalSpy probed(probe_.get(), &ProbeController::probed), failed(probe_.get(), &ProbeController::failed);
+        QSignalSpy status(probe_.get(), &ProbeController::status);
+        probe_->probe();
+        const ProbeRequest req = probe_->lastProbe();
+        QCOMPARE(req.text, QString("Tom had a big red ball."));
+        QCOMPARE(req.layer, 1);
+        QCOMPARE(req.site, 2);
+        QVERIFY(req.model == model_->model());
+        QVERIFY(probed.wait(60000));
+        QCOMPARE(failed.count(), 0);
+        const auto d = probed.at(0).at(0).value<HeatmapDataPtr>();
+        QCOMPARE(d->request_id, req.id);
+        QCOMPARE(d->layers, int(model_->model()->layers));
+        QVERIFY(d->token_text.join("").contains("Tom had a big red ball."));
+        QVERIFY(d->channelMap(1, 2) != nullptr);  // at least the asked-for (layer, site) is kept
+        QCOMPARE(status.at(0).at(0).toString(), QString("Probing…"));
+
+        probe_inputs_.text = "   ";
+        probe_->probe();
+        QCOMPARE(probe_->lastProbe().id, req.id);  // nothing posted
+        QCOMPARE(status.last().at(0).toString(), QString("Type a prompt"));
+    }
+
+    // Two probes in a row: only the latest one's result reaches the views (the older is skipped or stale).
+    void onlyTheLatestProbeIsShown() {
+        probe_inputs_ = {"Once upon a time there was a cat.", 0, 3, nullptr, false};
+        QSignalSpy probed(probe_.get(), &ProbeController::probed);
+        auto release = block(workers_->probe());
+        probe_->probe();
+        probe_inputs_.text = "Lily liked the park.";
+        probe_->probe();
+        *release = true;
+        QVERIFY(probed.wait(60000));
+        QTest::qWait(300);
+        QCOMPARE(probed.count(), 1);
+        QCOMPARE(probed.at(0).at(0).value<HeatmapDataPtr>()->request_id, probe_->lastProbe().id);
+        QVERIFY(probed.at(0).at(0).value<HeatmapDataPtr>()->token_text.join("").contains("Lily liked the park."));
+    }
+
+    // Cancel stops the jobs posted before it and not the one posted right after: a queued probe is cancelled,
+    // the comparison posted after the cancel runs and arrives.
+    void cancellingAProbeLeavesTheNextJobRunning() {
+        QVERIFY(ensureSearch());
+        probe_inputs_ = {"Tom had a ball.", 0, 3, search_->snapshot()->cushion, false};
+        QSignalSpy probed(probe_.get(), &ProbeController::probed), compared(probe_.get(), &ProbeController::compared);
+        QSignalSpy failed(probe_.get(), &ProbeController::failed), cancelled(workers_->probe(), &Worker::cancelled);
+        auto release = block(workers_->probe());
+        probe_->probe();
+        probe_->cancel();
+        probe_->compare();
+        *release = true;
+        QVERIFY(compared.wait(60000));
+        QTest::qWait(200);
+        QCOMPARE(cancelled.count(), 1);  // the probe
+        QCOMPARE(probed.count(), 0);
+        QCOMPARE(failed.count(), 0);
+        const auto c = compared.at(0).at(0).value<CompareDataPtr>();
+        QCOMPARE(c->request_id, probe_->lastCompare().id);
+        QCOMPARE(c->prefix_len, int(search_->snapshot()->prefix.size()));
+    }
+
+    // The comparison: cleared without a cushion; out of date after a cushion change, recomputed at once when
+    // shown, else when the view comes on screen.
+    void compareFollowsTheCushionAndTheView() {
+        QVERIFY(ensureSearch());
+        QSignalSpy compared(probe_.get(), &ProbeController::compared), cleared(probe_.get(), &ProbeController::compareCleared);
+        probe_inputs_ = {"Tom had a ball.", 0, 3, nullptr, false};
+        probe_->compare();
+        QCOMPARE(cleared.count(), 1);
+        QVERIFY(!probe_->compareDirty());
+
+        probe_inputs_.cushion = search_->snapshot()->cushion;
+        const quint64 before = probe_->lastCompare().id;
+        probe_->cushionChanged();  // not shown: only marked
+        QVERIFY(probe_->compareDirty());
+        QCOMPARE(probe_->lastCompare().id, before);
+        probe_->compareShown();
+        QVERIFY(!probe_->compareDirty());
+        QVERIFY(probe_->lastCompare().id > before);
+        QVERIFY(probe_->lastCompare().cushion == search_->snapshot()->cushion);
+        QCOMPARE(probe_->lastCompare().text, QString("Tom had a ball."));
+        QVERIFY(compared.wait(60000));
+        probe_->compareShown();  // up to date: nothing posted
+        QCOMPARE(probe_->lastCompare().id, compared.at(0).at(0).value<CompareDataPtr>()->request_id);
+
+        probe_inputs_.compare_shown = true;
+        probe_->cushionChanged();  // shown: recomputed now
+        QVERIFY(!probe_->compareDirty());
+        QVERIFY(compared.wait(60000));
+    }
+
+    // The export's rules: no cushion, no directory, a package model are refused without posting anything;
+    // a request carries the scheme, the texts and the dialog's choices; cancelling the export leaves the
+    // session save queued behind it on the same worker to run.
+    void exportRulesAndItsOwnCancel() {
+        QVERIFY(ensureSearch());
+        QSignalSpy refused(quant_.get(), &QuantController::exportRefused);
+        quant_inputs_.cushion = nullptr;
+        quant_->exportPackage({"/nonexistent/pkg", 0, false});
+        QCOMPARE(refused.count(), 1);
+        QVERIFY(refused.at(0).at(0).toString().contains("run the search first"));
+        quant_inputs_.cushion = search_->snapshot()->cushion;
+        quant_->exportPackage({QString(), 0, false});
+        QCOMPARE(refused.count(), 2);
+        QVERIFY(refused.at(1).at(0).toString().contains("choose the package directory"));
+        QVERIFY(!quant_->exporting());
+
+        QTemporaryDir dir;
+        const QString pkg = dir.filePath("pkg"), session = dir.filePath("s.cushionstudio");
+        QSignalSpy cancelled(quant_.get(), &QuantController::exportCancelled), exported(quant_.get(), &QuantController::exported);
+        QSignalSpy saved(session_.get(), &SessionController::saved);
+        auto release = block(workers_->exporter());
+        quant_->exportPackage({pkg, 2, false});
+        QVERIFY(quant_->exporting());
+        const ExportRequest req = quant_->lastExport();
+        QCOMPARE(req.dir, pkg);
+        QCOMPARE(req.eval_docs, 2);
+        QCOMPARE(req.calib_path, quant_inputs_.calib_path);
+        QCOMPARE(req.eval_path, quant_inputs_.eval_path);
+        QCOMPARE(req.quant.describe(), quant_inputs_.quant.describe());
+        QVERIFY(req.cushion == search_->snapshot()->cushion);
+        SessionData d;
+        d.prompt = "x";
+        session_->save(session, d, search_->snapshot()->cushion, false);
+        quant_->cancelExport();
+        *release = true;
+        QVERIFY(saved.wait(60000));
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, 60000);
+        QCOMPARE(exported.count(), 0);
+        QVERIFY(!QFileInfo::exists(pkg));
+        QVERIFY(!quant_->exporting());
+
+        // And the next export runs.
+        quant_->exportPackage({pkg, 2, false});
+        QTRY_COMPARE_WITH_TIMEOUT(exported.count(), 1, 240000);
+        QVERIFY(QFileInfo::exists(pkg + "/quantization.json"));
+        QCOMPARE(cancelled.count(), 1);
+    }
+
     void cleanupTestCase() {
+        quant_.reset();
+        probe_.reset();
         session_.reset();
         tune_.reset();
         search_.reset();
