@@ -461,7 +461,9 @@ void SearchPanel::updateButtons() {
     score_->setEnabled(idle && (!has || static_cast<int>(snap_->prefix.size()) < snap_->settings.max_prefix));
     pause_->setEnabled(busy_ && running_);
     cancel_->setEnabled(busy_);
-    accept_->setEnabled(idle && has && snap_->scores && snap_->scores->best_token >= 0 &&
+    // Accept commits a Score pass (not a step's scores, already committed: after a step that stopped, or an undo, the
+    // worker has nothing to commit; found by the monkey test, tests/gui/test_monkey.cpp).
+    accept_->setEnabled(idle && has && snap_->scores && !snap_->scores->committed && snap_->scores->best_token >= 0 &&
                         snap_->scores->scored_prefix == snap_->prefix &&
                         static_cast<int>(snap_->prefix.size()) < snap_->settings.max_prefix);
     use_->setEnabled(idle && useSelectedMode() >= 0);
