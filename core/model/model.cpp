@@ -37,45 +37,36 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     return (xf * cos + rot * sin).to(x.scalar_type());
 }
 
-// RoPE inverse frequencies (D/2, double), with the config's scaling as transformers applies it
-// (modeling_rope_utils: default, linear, llama3).
+// RoPE inverse frequencies (D/2, float32), with the config's scaling, computed as transformers computes them
+// (modeling_rope_utils: default, linear, llama3; the same ATen operations in float32: `1.0 / t` is reciprocal(t),
+// as Python's Tensor.__rtruediv__), so that the angles, and cos/sin, are bit for bit those of transformers (and of
+// llama.cpp and vLLM, which also compute the angles in float32).
 at::Tensor rope_inv_freq(const ModelConfig& c) {
     const int64_t D = c.head_dim;
-    at::Tensor inv_freq =
-        1.0 / at::pow(c.rope_theta, at::arange(0, D, 2, at::TensorOptions().dtype(at::kDouble)) / double(D));
+    const at::Tensor inv_freq =
+        at::reciprocal(at::pow(c.rope_theta, at::arange(0, D, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) / D));
     if (c.rope_type == "linear") return inv_freq / c.rope_factor;
     if (c.rope_type == "llama3") {
         const double old_len = double(c.rope_original_max_pos);
         const double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
-        const at::Tensor wavelen = 2 * M_PI / inv_freq;
+        const at::Tensor wavelen = at::reciprocal(inv_freq) * (2 * M_PI);
         // Long wavelengths are divided by the factor, short ones kept, the band between interpolated.
         const at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
         const at::Tensor smooth =
-            (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+            (at::reciprocal(wavelen) * old_len - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
         const at::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
-        const at::Tensor medium = at::logical_and(wavelen >= high_wavelen, wavelen <= low_wavelen);
+        const at::Tensor medium = at::logical_not(wavelen < high_wavelen) * at::logical_not(wavelen > low_wavelen);
         return at::where(medium, smoothed, scaled);
     }
     return inv_freq;
 }
 
-// Causal attention of q (B, H, T, D) over keys/values (B, H, P+T, D); mask (T, P+T) true = hidden.
-// Long sequences go in blocks of queries, each over only the keys it can see, so the score matrix
-// stays small (cache-resident) and the masked upper triangle is skipped: ~1.7x faster at T = 512.
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, int64_t P,
-                     double scale) {
-    const int64_t T = q.size(2);
-    constexpr int64_t kBlock = 64;
-    auto block = [&](int64_t q0, int64_t q1) {
-        const int64_t kv = P + q1;
-        at::Tensor scores = at::matmul(q.narrow(2, q0, q1 - q0), k.narrow(2, 0, kv).transpose(-2, -1)).to(at::kFloat);
-        scores.mul_(scale).masked_fill_(mask.narrow(0, q0, q1 - q0).narrow(1, 0, kv), -std::numeric_limits<float>::infinity());
-        return at::matmul(at::softmax(scores, -1).to(v.scalar_type()), v.narrow(2, 0, kv));
-    };
-    if (T <= kBlock) return block(0, T);
-    std::vector<at::Tensor> outs;
-    for (int64_t q0 = 0; q0 < T; q0 += kBlock) outs.push_back(block(q0, std::min(T, q0 + kBlock)));
-    return at::cat(outs, 2);
+// Causal attention of q (B, H, T, D) over keys/values (B, H, P+T, D); mask (T, P+T) true = hidden. libtorch's
+// fused scaled_dot_product_attention with a boolean mask of the visible keys, called as transformers' default
+// ("sdpa") attention calls it for a cache of P positions (keys/values repeated to H heads, a boolean mask, no
+// dropout, not is_causal), so that both run the same kernel on the same operands and agree bit for bit.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale) {
+    return at::scaled_dot_product_attention(q, k, v, at::logical_not(mask), 0.0, false, scale);
 }
 
 // A block linear, through args.kernels when set.
@@ -152,10 +143,11 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         x = x + at::embedding(weights.pos_emb, pos + c.pos_offset).unsqueeze(0);
     } else {
         const at::Tensor inv_freq = rope_inv_freq(c);
-        at::Tensor freqs = at::outer(pos.to(at::kDouble).cpu(), inv_freq);  // (T, D/2), double for exactness
+        // (T, D/2) angles in float32, as transformers' LlamaRotaryEmbedding.forward
+        at::Tensor freqs = pos.cpu().to(at::kFloat).unsqueeze(-1) * inv_freq;
         at::Tensor emb = at::cat({freqs, freqs}, -1);
-        cos = emb.cos().to(at::kFloat).to(dev);
-        sin = emb.sin().to(at::kFloat).to(dev);
+        cos = emb.cos().to(dev);
+        sin = emb.sin().to(dev);
     }
     // Causal mask over [prefix | new]: query t may see key j when j <= P + t.
     at::Tensor key_pos = at::arange(P + T, at::TensorOptions().dtype(at::kLong).device(dev));
@@ -191,10 +183,11 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
             args.present->k[l] = k;
             args.present->v[l] = v;
         }
+        if (l == args.stop_after_kv) return at::Tensor();
         if (args.hook) args.hook->on_attention(li, q, k, v, scale);
         at::Tensor kr = rep == 1 ? k : k.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
         at::Tensor vr = rep == 1 ? v : v.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
-        at::Tensor attn = attention(q, kr, vr, mask, P, scale).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)
+        at::Tensor attn = attention(q, kr, vr, mask, scale).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)
         call_hook(args.hook, li, Site::OIn, attn, valid);
         x = x + block_linear(args, li, LinearId::O, attn, L.wo, L.bo);
         if (opt && !c.do_layer_norm_before) x = layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps);

@@ -17,6 +17,7 @@
 #include "formats/safetensors.h"
 #include "package/quantized_package.h"
 #include "quant/int4_pack.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -112,7 +113,10 @@ std::string cushion_md(const ojson& info, const std::vector<int32_t>& ids, const
       << "the first P positions, feed the text without `<bos>` at positions P, P+1, ... with an attention mask over\n"
       << "P + T positions; the first text token's logits are `last_logits`. This reproduces the package exactly\n"
       << "(`cushion eval PACKAGE`). The cache is extended in place: use a fresh copy per request.\n\n"
-      << "In both cases keep the cushion at the start of the context, and do not add a second `<bos>`.\n\n";
+      << "In both cases keep the cushion at the start of the context, and do not add a second `<bos>`. The tokenizer\n"
+      << "loads with transformers' `AutoTokenizer.from_pretrained(this directory)` (a SentencePiece `tokenizer.model`\n"
+      << "needs the `protobuf` package); where the source model had no `tokenizer_config.json`, the one written here\n"
+      << "adds no special tokens, so `tokenizer(text).input_ids` are the text ids to append to `prefix_ids`.\n\n";
     if (info.contains("perplexity") && info["perplexity"].is_object()) {
         const auto& p = info["perplexity"];
         auto num = [&](const char* k) { return p.contains(k) && p[k].is_number() ? fmt_double(p[k].get<double>()) : "-"; };
@@ -305,6 +309,22 @@ CompressedTensorsReport write_compressed_tensors(const std::string& package_dir,
     const std::string md = cushion_md(info, pkg->cushion.prefix_ids, pkg->cushion.prefix_text, rep.scheme, format,
                                       pkg->model->config.n_layers);
 
+    // tokenizer_config.json for transformers' AutoTokenizer, when the package has none (a package keeps one only when
+    // its source model had it): the class for the tokenizer file and the package tokenizer's <bos> / <eos>. It adds no
+    // special tokens: every request starts with the cushion, whose first token is <bos> (CUSHION.md).
+    ojson tok_config;
+    if (!fs::exists(fs::path(package_dir) / "tokenizer_config.json")) {
+        const Tokenizer& tk = *pkg->model->tokenizer;
+        const bool spm = fs::exists(fs::path(package_dir) / "tokenizer.model");
+        tok_config["tokenizer_class"] = spm ? "LlamaTokenizer" : "PreTrainedTokenizerFast";
+        if (tk.bos_id() >= 0) tok_config["bos_token"] = tk.piece(tk.bos_id());
+        if (tk.eos_id() >= 0) tok_config["eos_token"] = tk.piece(tk.eos_id());
+        tok_config["add_bos_token"] = false;
+        tok_config["add_eos_token"] = false;
+        tok_config["model_max_length"] = pkg->model->config.max_seq_len;
+        tok_config["clean_up_tokenization_spaces"] = false;
+    }
+
     std::vector<std::string> copies{"cushion.safetensors", "quantization.json", "tokenizer.model", "tokenizer.json",
                                     "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
     write_directory_atomically(out_dir, opts.overwrite, [&](const fs::path& tmp) {
@@ -313,6 +333,7 @@ CompressedTensorsReport write_compressed_tensors(const std::string& package_dir,
         write_text_atomically((tmp / "config.json").string(), config.dump(2) + "\n");
         write_text_atomically((tmp / "cushion_prefix.json").string(), prefix.dump(2) + "\n");
         write_text_atomically((tmp / "CUSHION.md").string(), md);
+        if (!tok_config.empty()) write_text_atomically((tmp / "tokenizer_config.json").string(), tok_config.dump(2) + "\n");
         for (const auto& name : copies) {
             const fs::path from = fs::path(package_dir) / name;
             if (!fs::exists(from)) continue;

@@ -24,15 +24,20 @@
 //   cushion_kv.safetensors   the package's cushion file (cushion.h): k.<l> / v.<l> (1, n_kv_heads, P, head_dim)
 //                            float32 after RoPE (rotate-half), prefix_ids, last_logits
 //   CUSHION.md               what a server must do with each, and the perplexities recorded at export
-//   tokenizer files          copied from the package
+//   tokenizer files          copied from the package (tokenizer.model / tokenizer.json, and tokenizer_config.json,
+//                            special_tokens_map.json, generation_config.json where the package has them)
+//   tokenizer_config.json    where the package has none: for transformers' AutoTokenizer, the class for the tokenizer
+//                            file (LlamaTokenizer for a SentencePiece tokenizer.model, needs the protobuf package;
+//                            PreTrainedTokenizerFast for tokenizer.json), bos_token / eos_token from the package's
+//                            tokenizer, add_bos_token false (the cushion starts with <bos>)
 //   quantization.json        the package's, copied (provenance: settings, calibration sha256, perplexities)
 //
 // Arithmetic. Weights: the package's symmetric codes (restricted range, -2^(b-1) unused) with w = scale * code,
 // which compressed-tensors dequantizes as (code - 0) * scale: bit for bit the package's weights. Activations: the
 // package's asymmetric a = s * (c - z), c in [0, 255], becomes compressed-tensors' signed form a = s * (q - zp) with
-// q = c - 128, zp = z - 128 (int8); compressed-tensors quantizes as round(clamp(x / s + zp, -128, 127)) where the
-// engine rounds x / s first and adds z (quantizer.h): the same grid, one step apart on the rare element whose
-// x / s + zp rounds across a half in float32.
+// q = c - 128, zp = z - 128 (int8); compressed-tensors quantizes as round(clamp(x / s + zp, -128, 127)), which is the
+// engine's quantizer operation for operation (quantizer.h), so transformers + compressed-tensors computes the package's
+// numbers bit for bit (the engine's RoPE and attention are transformers' too: tests/perf/RESULTS.md, issue 16).
 #pragma once
 #include <ATen/core/Tensor.h>
 

@@ -15,6 +15,18 @@ namespace {
 // float64 stays float64; every other floating type is computed in float32.
 at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
+// The codes q in [0, 2^b - 1] (as floats) of x for scale s and zero point z, all in the compute type. The zero point
+// is added before rounding, in the signed domain [-2^(b-1), 2^(b-1) - 1] (int8 for 8 bits), then shifted back:
+//     q = clamp(round(x / s + (z - 2^(b-1))), -2^(b-1), 2^(b-1) - 1) + 2^(b-1)
+// which is, operation for operation, compressed-tensors' quantizer (what transformers and llm-compressor run on an
+// exported checkpoint: x / scale + zero_point, clamp, round half to even), so that the export loads with the
+// package's numbers bit for bit. In exact arithmetic this is clamp(round(x / s) + z, 0, 2^b - 1); in float32 the two
+// differ where x / s lies within a rounding error of a half-integer (x / s + z rounds to the tie).
+at::Tensor act_codes(const at::Tensor& xf, const at::Tensor& s, const at::Tensor& z, int bits) {
+    const double h = static_cast<double>(int64_t(1) << (bits - 1));
+    return at::round((xf / s + (z - h)).clamp(-h, h - 1)) + h;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- activations
@@ -52,12 +64,12 @@ ActQuantParams act_params(double min, double max, int bits, const at::Tensor& li
 }
 
 at::Tensor fake_quant_act(const at::Tensor& x, const ActQuantParams& p) {
-    const double qmax = static_cast<double>(act_qmax(p.bits));
+    act_qmax(p.bits);  // checks the bit width
     const at::ScalarType ct = compute_type(x.scalar_type());
     at::Tensor xf = x.to(ct);
     at::Tensor s = p.scale.to(xf.device(), ct);
     at::Tensor z = p.zero.to(xf.device(), ct);
-    at::Tensor q = (at::round(xf / s) + z).clamp(0.0, qmax);
+    at::Tensor q = act_codes(xf, s, z, p.bits);
     return ((q - z) * s).to(x.scalar_type());
 }
 
@@ -67,14 +79,14 @@ at::Tensor QuantizedActivation::dequantize() const {
 }
 
 QuantizedActivation quantize_act(const at::Tensor& x, const ActQuantParams& p) {
-    const double qmax = static_cast<double>(act_qmax(p.bits));
+    act_qmax(p.bits);  // checks the bit width
     at::NoGradGuard no_grad;
     const at::ScalarType ct = compute_type(x.scalar_type());
     at::Tensor xf = x.detach().to(ct);
     at::Tensor s = p.scale.to(xf.device(), ct);
     at::Tensor z = p.zero.to(xf.device(), ct);
     QuantizedActivation r;
-    r.q = (at::round(xf / s) + z).clamp(0.0, qmax).to(at::kInt);
+    r.q = act_codes(xf, s, z, p.bits).to(at::kInt);
     r.scale = s;
     r.zero = z.to(at::kLong);
     r.bits = p.bits;

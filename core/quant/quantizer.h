@@ -5,15 +5,19 @@
 // (the range is NOT widened to include 0; positive-only or negative-only data get a zero point outside
 // [0, 2^b-1], which the formula handles):
 //     s = (max - min) / (2^b - 1),  z = round(-min / s),
-//     q = clamp(round(A / s) + z, 0, 2^b - 1),  Q(A) = s * (q - z).
+//     q = clamp(round(A / s + (z - 2^(b-1))), -2^(b-1), 2^(b-1) - 1) + 2^(b-1),  Q(A) = s * (q - z),
+// i.e. clamp(round(A / s) + z, 0, 2^b - 1) in exact arithmetic, computed as compressed-tensors computes it (the zero
+// point, shifted to the signed range, added in float before rounding), so that an exported checkpoint loaded by
+// transformers + compressed-tensors quantizes bit for bit as the engine. (vLLM's int8 kernel rounds x / s first and
+// adds the zero point after; the two differ only where x / s is within float rounding of a half-integer.)
 // Weights: symmetric, per output channel (a row of the (out, in) matrix) or per group of `group`
 // consecutive input columns of a row, b bits (4 or 8), restricted range (-2^(b-1) is never used, so the
 // grid is symmetric around 0):
 //     s = max|w| / (2^(b-1) - 1),  q = clamp(round(w / s), -(2^(b-1)-1), 2^(b-1)-1),  Q(w) = s * q.
 //
 // Rounding: at::round, i.e. round half to EVEN (2.5 -> 2, 3.5 -> 4, -2.5 -> -2), as torch.round and
-// IEEE nearbyint. It is odd-symmetric (round(-y) = -round(y)), so round(min/s) + z = 0 exactly: the
-// minimum always maps to code 0 and the maximum to code 2^b-1.
+// IEEE nearbyint. The minimum maps to code 0 (min/s + z is within 1/2 of 0, and a tie at -2^(b-1) - 1/2 rounds to
+// the even -2^(b-1)) and the maximum to code 2^b-1.
 //
 // Arithmetic: scales, zero points and codes are computed in float32 (float64 inputs stay float64);
 // fake-quantized results are cast back to the input dtype. Inputs must be finite (NaN/Inf propagate).
@@ -53,7 +57,7 @@ ActQuantParams act_params(double min, double max, int bits, const at::Tensor& li
 // Q(A) with given parameters; same shape and dtype as x.
 at::Tensor fake_quant_act(const at::Tensor& x, const ActQuantParams& p);
 
-// Integer codes q = clamp(round(x/s) + z, 0, 2^b-1) as int32 (any bits up to 16), and back.
+// Integer codes q in [0, 2^b-1] (the formula above) as int32 (any bits up to 16), and back.
 struct QuantizedActivation {
     at::Tensor q;      // int32 codes in [0, 2^b - 1], shape of x
     at::Tensor scale;  // float32 (float64 for float64 x), broadcastable against q
