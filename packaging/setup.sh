@@ -96,23 +96,8 @@ case "$JOB" in
     if [ "$CUSHION_GUI" = ON ] && [ -x "$BUILD_DIR/bin/cushion-studio" ] && [ -n "${DISPLAY:-}" ]; then
       exec "$BUILD_DIR/bin/cushion-studio"
     fi
-    # Headless: the command-line equivalent on the embedded default model.
-    B="$BUILD_DIR/bin/cushion"
-    echo "== cushion info" && "$B" info
-    echo "== cushion generate" && "$B" generate --prompt "Once upon a time" --max-tokens 60
-    echo "== cushion ppl (held-out text)" && "$B" ppl --text resources/text/tinystories-eval.txt
-    echo "== cushion probe (down-projection inputs)" && "$B" probe --prompt "Once upon a time, there was a little girl named Lily." --png "$BUILD_DIR/probe.png"
-    # The real LLM, when the set-up could fetch it: its natural massive activations.
-    S=models/SmolLM2-135M-Instruct.Q4_1.gguf
-    if [ -f "$S" ]; then
-      echo "== SmolLM2-135M ($S): cushion info" && "$B" info "$S"
-      echo "== SmolLM2: cushion probe (the massive activations sit on the first token, <|endoftext|>)" &&
-        "$B" probe "$S" --prompt "Once upon a time, there was a little girl named Lily." --png "$BUILD_DIR/smollm2-probe.png"
-      echo "== SmolLM2: cushion outliers on the held-out text (PrefixQuant's max/median > 64)" &&
-        "$B" outliers "$S" --text resources/text/tinystories-eval.txt --top 10 --quiet
-    else
-      echo "== SmolLM2-135M not fetched (bash packaging/fetch_smollm2.sh): the real-LLM part of the tour is skipped"
-    fi
+    # Headless: the command-line tour (packaging/tour.sh): the embedded model, then SmolLM2 when it was fetched.
+    BUILD_DIR="$BUILD_DIR" exec bash packaging/tour.sh
     ;;
   test)
     rc=0

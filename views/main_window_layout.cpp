@@ -28,6 +28,7 @@
 #include <QToolButton>
 
 #include "activation_view.h"
+#include "base/resources.h"
 #include "export_dialog.h"
 #include "progress_bar.h"
 #include "heatmap_canvas.h"
@@ -42,7 +43,31 @@ namespace studio {
 
 namespace {
 constexpr int kMaxRecent = 10;
+
+// The folder models fetched by the set-up land in (packaging/fetch_smollm2.sh: models/ of the source tree, beside
+// resources/): $CUSHION_MODELS_DIR, else the resources folder's sibling models/; empty when it does not exist.
+QString fetchedModelsDir() {
+    QString dir = qEnvironmentVariable("CUSHION_MODELS_DIR");
+    if (dir.isEmpty()) {
+        try {
+            dir = QString::fromStdString(cushion::resource_dir()) + "/../models";
+        } catch (const std::exception&) {
+            return {};
+        }
+    }
+    const QFileInfo fi(dir);
+    return fi.isDir() ? fi.canonicalFilePath() : QString();
 }
+
+// The GGUF files there (e.g. SmolLM2-135M-Instruct.Q4_1.gguf), by name.
+QStringList fetchedModels() {
+    const QString dir = fetchedModelsDir();
+    if (dir.isEmpty()) return {};
+    QStringList out;
+    for (const QFileInfo& f : QDir(dir).entryInfoList({"*.gguf"}, QDir::Files, QDir::Name)) out << f.canonicalFilePath();
+    return out;
+}
+}  // namespace
 
 QWidget* MainWindow::buildBanner() {
     banner_box_ = new QWidget;
@@ -117,7 +142,10 @@ void MainWindow::buildDocks() {
     resizeDocks({log_dock_}, {110}, Qt::Vertical);
 
     connect(model_panel_, &ModelPanel::openFileRequested, this, [this] {
-        const QString f = QFileDialog::getOpenFileName(this, tr("Open model"), QSettings().value("dir/model").toString(),
+        // The last folder a model came from; the first time, the fetched models' folder (SmolLM2 when set up).
+        QString start = QSettings().value("dir/model").toString();
+        if (start.isEmpty()) start = fetchedModelsDir();
+        const QString f = QFileDialog::getOpenFileName(this, tr("Open model"), start,
                                                        tr("Models and packages (*.bin *.gguf quantization.json);;All files (*)"));
         if (!f.isEmpty()) openModel(f);
     });
@@ -332,7 +360,21 @@ void MainWindow::refreshRecentMenu() {
         QAction* a = recent_menu_->addAction(QString("&%1  %2").arg((i + 1) % 10).arg(p));
         connect(a, &QAction::triggered, this, [this, p] { openModel(p); });
     }
-    recent_menu_->setEnabled(!recent_.isEmpty());
+    // Models the set-up fetched (models/), offered even before they were ever opened.
+    QStringList recent_canonical, fetched;
+    for (const QString& r : recent_) recent_canonical << QFileInfo(r).canonicalFilePath();
+    for (const QString& p : fetchedModels())
+        if (!recent_canonical.contains(p)) fetched << p;
+    if (!fetched.isEmpty()) {
+        recent_menu_->addSection(tr("Fetched models"));
+        for (const QString& p : fetched) {
+            QAction* a = recent_menu_->addAction(QFileInfo(p).fileName());
+            a->setToolTip(p);
+            a->setData(p);
+            connect(a, &QAction::triggered, this, [this, p] { openModel(p); });
+        }
+    }
+    recent_menu_->setEnabled(!recent_menu_->isEmpty());
 }
 
 // ---------------------------------------------------------------------------------------- drag & drop
