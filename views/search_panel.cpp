@@ -516,8 +516,16 @@ void SearchPanel::setSnapshot(const SearchSnapshotPtr& snap) {
         if (!sc->accepted) colour = "#d9822b";
         decision += (sc->committed ? tr("Step %1: ").arg(sc->step) : tr("Scored (not committed): ")) + tau_says;
         if (!current && !sc->committed) decision += tr(" — for an earlier prefix");
+        const auto finite = [](const std::vector<double>& v) {
+            return std::count_if(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+        };
         table_note_->setText(
-            sc->pruned ? tr("Pruned step: %1 candidates on a %2-token window, the best %3 re-scored on the whole sample (listed)")
+            sc->fast ? tr("Fast step: %1 candidates screened (about one token's forward pass each), the best %2 re-scored on "
+                          "the whole sample (listed) in %3 s")
+                           .arg(finite(sc->window_loss))
+                           .arg(sc->shortlist.size())
+                           .arg(sc->seconds, 0, 'f', 2)
+            : sc->pruned ? tr("Pruned step: %1 candidates on a %2-token window, the best %3 re-scored on the whole sample (listed)")
                              .arg(std::count_if(sc->window_loss.begin(), sc->window_loss.end(), [](double x) { return std::isfinite(x); }))
                              .arg(sc->window_tokens)
                              .arg(sc->shortlist.size())
@@ -559,18 +567,26 @@ void SearchPanel::updateHistogram() {
         chart->setTitle(tr("L_q of every candidate"));
         return;
     }
-    // Exhaustive: every candidate's L_q on the sample; pruned: every candidate's L_q on the window (the
-    // whole-sample figures exist for the shortlist only).
-    const std::vector<double>& src = sc->pruned ? sc->window_loss : sc->loss;
+    // Exhaustive: every candidate's L_q on the sample; pruned: every candidate's L_q on the window; fast: every
+    // candidate's screen estimate of L_q(prefix + t) (in both, the whole-sample figures exist for the shortlist only,
+    // in the table; the "best" line is the best re-scored one's exact L_q).
+    const std::vector<double>& src = sc->pruned || sc->fast ? sc->window_loss : sc->loss;
     std::vector<double> vals;
     for (double x : src)
         if (std::isfinite(x) && x > 0) vals.push_back(x);
     if (vals.empty()) return;
     chart->setTitle(sc->pruned ? tr("L_q of %1 candidates on the %2-token window").arg(vals.size()).arg(sc->window_tokens)
+                    : sc->fast ? tr("Screen's estimate of L_q, %1 candidates (best %2 re-scored: table)")
+                                     .arg(vals.size())
+                                     .arg(sc->shortlist.size())
                                : tr("L_q of %1 candidates").arg(vals.size()));
     const auto [mn_it, mx_it] = std::minmax_element(vals.begin(), vals.end());
     double lo = *mn_it, hi = *mx_it;
     const bool markers = !sc->pruned && sc->loss_before > 0;
+    if (sc->fast && sc->best_token >= 0) {
+        lo = std::min(lo, sc->best_loss);
+        hi = std::max(hi, sc->best_loss);
+    }
     const double tau_line = snap_->settings.tau * sc->loss_before;
     if (markers) {
         lo = std::min({lo, tau_line, sc->loss_before});
@@ -620,7 +636,7 @@ void SearchPanel::updateHistogram() {
         vx->setTickCount(4);
         x = vx;
     }
-    x->setTitleText(sc->pruned ? tr("L_q (window)") : tr("L_q(prefix + t)"));
+    x->setTitleText(sc->pruned ? tr("L_q (window)") : sc->fast ? tr("L_q(prefix + t), screen estimate") : tr("L_q(prefix + t)"));
     QFont af = x->labelsFont();
     af.setPointSizeF(af.pointSizeF() * 0.85);
     x->setLabelsFont(af);
@@ -652,7 +668,8 @@ void SearchPanel::updateHistogram() {
         vline(sc->loss_before, tr("prefix"), QColor(120, 120, 120), Qt::DashLine);
         vline(tau_line, tr("tau x prefix"), QColor(217, 130, 43), Qt::DashLine);
     }
-    if (!sc->pruned && sc->best_token >= 0) vline(sc->best_loss, tr("best"), QColor(76, 174, 76), Qt::SolidLine);
+    if (!sc->pruned && sc->best_token >= 0)
+        vline(sc->best_loss, sc->fast ? tr("best (re-scored)") : tr("best"), QColor(76, 174, 76), Qt::SolidLine);
     chart->legend()->setVisible(chart->series().size() > 1);
 }
 

@@ -152,6 +152,7 @@ SearchScoresPtr scoresOf(const cushion::GreedyStepResult& r, const std::vector<i
     auto s = std::make_shared<SearchScores>();
     s->step = r.step;
     s->pruned = r.kind == cushion::StepKind::Pruned;
+    s->fast = r.kind == cushion::StepKind::Fast;
     s->committed = committed;
     s->scored_prefix.assign(scored_prefix.begin(), scored_prefix.end());
     s->loss = toVector(r.candidate_loss);

@@ -171,11 +171,13 @@ struct TuneSettings {
 struct SearchScores {
     int step = 0;
     bool pruned = false;
+    bool fast = false;                // a fast step: every candidate screened (window_loss), the best re-scored (loss)
     bool committed = false;           // a step() that changed the search; false: score() only (nothing changed)
     std::vector<int> scored_prefix;   // the prefix the candidates were scored after
     std::vector<double> loss;         // (V) L_q(prefix + t) on the whole sample; NaN where not scored
-    std::vector<double> window_loss;  // pruned: (V) L_q on the pruning window; NaN where not scored
-    std::vector<int> shortlist;       // pruned: re-scored candidates, best first
+    std::vector<double> window_loss;  // pruned: (V) L_q on the pruning window; fast: (V) the screen's estimate of
+                                      // L_q(prefix + t); NaN where not scored
+    std::vector<int> shortlist;       // pruned and fast: re-scored candidates, best first
     int best_token = -1;
     double best_loss = 0;
     double loss_before = 0;           // L_q(scored_prefix)
