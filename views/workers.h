@@ -77,12 +77,17 @@ public:
     void probe(const ProbeRequest& req);
     void setLatestCompare(quint64 id) { latest_compare_.store(id); }
     void compare(const CompareRequest& req);
+    // Where every (layer, site)'s channel map does not fit the probe's budget: keep every layer of the shown site
+    // (default; switching layers needs no new probe) or only the shown (layer, site) (false; for the benchmark's
+    // before / after).
+    void setKeepSiteLayers(bool on) { keep_site_layers_.store(on); }
 signals:
     void probed(studio::HeatmapDataPtr data);
     void compared(studio::CompareDataPtr data);
 
 private:
     std::atomic<quint64> latest_{0}, latest_compare_{0};
+    std::atomic<bool> keep_site_layers_{true};
 };
 
 class SearchWorker;

@@ -1,6 +1,8 @@
 // GUI-thread stalls while the studio's workers run (issue 7): not a test, a measurement (tests/perf/RESULTS.md).
 //
 //   xvfb-run -a -s "-screen 0 1920x1200x24" build/bin/bench_gui_stall [--runs N] [--sample] [quant] [search] [tune] [idle]
+//   xvfb-run -a -s "-screen 0 1920x1200x24" build/bin/bench_gui_stall --model models/SmolLM2-135M-Instruct.Q4_1.gguf \
+//       --tokens 512 [--runs N] probe maps
 //
 // Opens the real window on the embedded stories260K, probes a prompt, then per scenario and run drives the
 // work the GUI tests drive (quantization W8A8 static; a greedy search step over 256 candidates, then a pruned
@@ -10,15 +12,23 @@
 // kernel's schedstat (/proc/thread-self/schedstat): on the CPU, runnable but waiting for a CPU, or off the
 // CPU (sleeping or blocked); plus the longest event handled inside the gap, and the event rate over the run.
 // --sample adds a 1 ms sampler thread: the system call the GUI thread sits in, and the X server's CPU time.
+// --model PATH opens that model instead (e.g. SmolLM2-135M: 30 layers, 576 channels) with a prompt of --tokens N
+// tokens (default 512, cut from the evaluation text), for two more scenarios: `probe` (the longest GUI-thread gap
+// while the prompt is probed and its maps are taken in) and `maps` (frame times of the two canvases, switching the
+// channel map's layer and the probe site, scrolling and hovering; each with the longest GUI-thread gap). `maps`
+// runs twice per run: with the channel maps of every layer of the shown site kept by the probe (the studio's
+// policy) and with only the shown (layer, site) kept (the policy before), so before / after come from one run.
 #include <QApplication>
 #include <QDir>
 #include <QElapsedTimer>
+#include <QFile>
 #include <QPlainTextEdit>
 #include <QSurfaceFormat>
 #include <QTemporaryDir>
 #include <QTest>
 #include <QThread>
 #include <QTimer>
+#include <QWheelEvent>
 
 #include <execinfo.h>
 #include <fcntl.h>
@@ -36,12 +46,15 @@
 #include <thread>
 #include <vector>
 
+#include "base/resources.h"
+#include "model/model.h"
 #include "heatmap_canvas.h"
 #include "main_window.h"
 #include "prompt_panel.h"
 #include "quant_panel.h"
 #include "search_panel.h"
 #include "tune_panel.h"
+#include "workers.h"
 
 using namespace studio;
 
@@ -254,6 +267,52 @@ bool waitFor(const std::function<bool()>& done, int ms = 300000) {
     return true;
 }
 
+struct Stats {
+    std::vector<double> v;
+    void add(double x) { v.push_back(x); }
+    double mean() const {
+        double s = 0;
+        for (double x : v) s += x;
+        return v.empty() ? 0 : s / v.size();
+    }
+    double max() const { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+    double median() const {
+        if (v.empty()) return 0;
+        std::vector<double> c = v;
+        std::nth_element(c.begin(), c.begin() + c.size() / 2, c.end());
+        return c[c.size() / 2];
+    }
+    void print(const char* label) const {
+        std::printf("%-34s n %3zu  mean %7.2f  median %7.2f  max %7.2f ms\n", label, v.size(), mean(), median(), max());
+    }
+};
+
+// A prompt of about n tokens (with the model's <bos>) from the evaluation text.
+QString promptOfTokens(const MainWindow& w, int n) {
+    QFile f(QString::fromStdString(cushion::sample_text_path("tinystories-eval.txt")));
+    if (!f.open(QIODevice::ReadOnly)) return {};
+    const std::string text = QString::fromUtf8(f.readAll()).replace('\n', ' ').toStdString();
+    const auto& tk = *w.model()->model->tokenizer;
+    const std::vector<int32_t> ids = tk.encode(text, true);
+    std::string out;
+    const size_t first = !ids.empty() && ids[0] == tk.bos_id() ? 1 : 0;
+    for (size_t i = first; i < ids.size() && int(i) < n; ++i) out += tk.decode_token(i ? ids[i - 1] : -1, ids[i]);
+    return QString::fromStdString(out);
+}
+
+void sendWheel(QWidget* target, QPointF pos, int dy, Qt::KeyboardModifiers mods) {
+    QWheelEvent e(pos, target->mapToGlobal(pos), QPoint(), QPoint(0, dy), Qt::NoButton, mods, Qt::NoScrollPhase, false);
+    QApplication::sendEvent(target, &e);
+}
+
+// Waits until the channel map shows (layer, site): taken from the probe's data, or probed again.
+bool waitForChannelMap(MainWindow& w, int layer, int site) {
+    return waitFor([&] {
+        const HeatmapDataPtr d = w.heatmap();
+        return d && d->channelMap(layer, site) && w.channelCanvas()->rows() > 0;
+    });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -269,11 +328,15 @@ int main(int argc, char** argv) {
     g_clock.start();
     int runs = 3;
     bool sample = false;
+    QString model_path;
+    int prompt_tokens = 512;
     QStringList scenarios;
     const QStringList args = app.arguments();
     for (int i = 1; i < args.size(); ++i) {
         if (args[i] == "--runs" && i + 1 < args.size()) runs = args[++i].toInt();
         else if (args[i] == "--sample") sample = true;
+        else if (args[i] == "--model" && i + 1 < args.size()) model_path = args[++i];
+        else if (args[i] == "--tokens" && i + 1 < args.size()) prompt_tokens = args[++i].toInt();
         else scenarios << args[i];
     }
     if (scenarios.isEmpty()) scenarios = {"quant", "search", "tune"};
@@ -285,10 +348,28 @@ int main(int argc, char** argv) {
     bool loaded = false, probed = false;
     QObject::connect(&w, &MainWindow::modelLoaded, [&] { loaded = true; });
     QObject::connect(&w, &MainWindow::heatmapUpdated, [&] { probed = true; });
-    w.openDefaultModel();
-    if (!waitFor([&] { return loaded; })) return 1;
-    w.promptPanel()->editor()->setPlainText("Tom had a big red ball. He liked to play with it in the park every day.");
-    if (!waitFor([&] { return probed; })) return 1;
+    QString prompt = "Tom had a big red ball. He liked to play with it in the park every day.";
+    if (model_path.isEmpty()) {
+        w.openDefaultModel();
+        if (!waitFor([&] { return loaded; })) return 1;
+    } else {
+        QElapsedTimer lt;
+        lt.start();
+        w.openModel(model_path);
+        if (!waitFor([&] { return loaded; }) || !w.model()) {
+            std::printf("could not open %s: %s\n", qPrintable(model_path), qPrintable(w.errorText()));
+            return 1;
+        }
+        std::printf("model %s: %lld layers, dim %lld, hidden %lld, vocabulary %lld; opened in %.1f s\n",
+                    qPrintable(model_path), w.model()->layers, w.model()->dim, w.model()->hidden, w.model()->vocab,
+                    lt.elapsed() / 1000.0);
+        prompt = promptOfTokens(w, prompt_tokens);
+        probed = false;
+    }
+    w.promptPanel()->editor()->setPlainText(prompt);
+    if (!waitFor([&] { return probed && w.heatmap(); })) return 1;
+    std::printf("prompt: %d tokens x %d layers, probed in %.2f s\n", w.heatmap()->tokens, w.heatmap()->layers,
+                w.heatmap()->seconds);
     QTest::qWait(500);
 
     Meter meter(app, sample);
@@ -325,6 +406,98 @@ int main(int argc, char** argv) {
                     w.searchStep();
                     if (!waitFor([&] { return !w.searchBusy(); })) return 1;
                     meter.stop(pruned ? "search (pruned)" : "search (all)");
+                }
+            } else if (sc == "probe") {
+                // The prompt probed again (a new request id): the worker's forward pass and maps, then the GUI
+                // thread takes them in (maps, token strip, first frames).
+                probed = false;
+                meter.start();
+                w.requestProbe();
+                if (!waitFor([&] { return probed; })) return 1;
+                QTest::qWait(100);  // the canvases' first frames after the new data
+                meter.stop("probe");
+                std::printf("%-16s %d tokens, worker %.2f s\n", "", w.heatmap()->tokens, w.heatmap()->seconds);
+            } else if (sc == "maps") {
+                for (bool site_layers : {false, true}) {
+                    w.workers()->probe()->setKeepSiteLayers(site_layers);
+                    std::printf("--- channel maps kept by the probe: %s\n",
+                                site_layers ? "every layer of the shown site (now)" : "the shown (layer, site) only (before)");
+                    w.setSite(3);
+                    w.selectLayer(0);
+                    probed = false;
+                    w.requestProbe();
+                    if (!waitFor([&] { return probed; }) || !waitForChannelMap(w, 0, 3)) return 1;
+                    QTest::qWait(300);
+                    HeatmapCanvas* lc = w.layerCanvas();
+                    HeatmapCanvas* cc = w.channelCanvas();
+                    // Steady frames (textures cached), 30 each.
+                    Stats lf, cf;
+                    for (int i = 0; i < 30; ++i) {
+                        lf.add(lc->renderFrameNow());
+                        cf.add(cc->renderFrameNow());
+                    }
+                    std::printf("layer map %d x %d, channel map %d x %d\n", lc->rows(), lc->cols(), cc->rows(), cc->cols());
+                    lf.print("frame, layer map (cached)");
+                    cf.print("frame, channel map (cached)");
+                    // Switching the channel map's layer: until the new layer's map is drawn.
+                    Stats sw, first, gui;
+                    meter.start();
+                    for (int l : {1, 5, 10, 15, 20, 25, 29, 2}) {
+                        QElapsedTimer t;
+                        t.start();
+                        w.selectLayer(l);
+                        gui.add(t.nsecsElapsed() / 1e6);
+                        if (!waitForChannelMap(w, l, 3)) return 1;
+                        first.add(cc->renderFrameNow());
+                        sw.add(t.nsecsElapsed() / 1e6);
+                        QTest::qWait(50);
+                    }
+                    meter.stop("switch layers");
+                    gui.print("layer switch, GUI-thread call");
+                    first.print("layer switch, first frame (texture)");
+                    sw.print("layer switch, until drawn");
+                    // Switching the probe site.
+                    Stats ss, sfirst;
+                    meter.start();
+                    for (int s : {0, 1, 2, 4, 3}) {
+                        QElapsedTimer t;
+                        t.start();
+                        w.setSite(s);
+                        if (!waitForChannelMap(w, w.selectedLayer(), s)) return 1;
+                        sfirst.add(lc->renderFrameNow() + cc->renderFrameNow());
+                        ss.add(t.nsecsElapsed() / 1e6);
+                        QTest::qWait(50);
+                    }
+                    meter.stop("switch sites");
+                    sfirst.print("site switch, first frames (both)");
+                    ss.print("site switch, until drawn");
+                    // Scrolling: zoom in on the token axis, pan, zoom out; both canvases follow (shared token axis).
+                    Stats zf;
+                    meter.start();
+                    const QPointF mid = lc->plotRect().center();
+                    auto step = [&](int dy, Qt::KeyboardModifiers m) {
+                        sendWheel(lc, mid, dy, m);
+                        zf.add(lc->renderFrameNow() + cc->renderFrameNow());
+                        QTest::qWait(16);
+                    };
+                    for (int i = 0; i < 12; ++i) step(120, Qt::NoModifier);
+                    for (int i = 0; i < 20; ++i) step(i < 10 ? -120 : 120, Qt::ShiftModifier);
+                    for (int i = 0; i < 12; ++i) step(-120, Qt::NoModifier);
+                    meter.stop("scroll");
+                    zf.print("scroll step, frames (both maps)");
+                    // Hovering across the channel map (tooltip text every frame).
+                    Stats hf;
+                    meter.start();
+                    const QRectF pr = cc->plotRect();
+                    for (int i = 0; i < 40; ++i) {
+                        const QPointF p(pr.left() + pr.width() * (i + 0.5) / 40, pr.top() + pr.height() * ((i * 7) % 40 + 0.5) / 40);
+                        QMouseEvent e(QEvent::MouseMove, p, cc->mapToGlobal(p), Qt::NoButton, Qt::NoButton, Qt::NoModifier);
+                        QApplication::sendEvent(cc, &e);
+                        hf.add(cc->renderFrameNow());
+                        QTest::qWait(16);
+                    }
+                    meter.stop("hover");
+                    hf.print("hover, frame (channel map)");
                 }
             } else if (sc == "idle") {
                 // No worker: the quantization's progress signal at 30 Hz for 1.5 s, as the worker sends it.
