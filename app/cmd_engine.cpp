@@ -9,6 +9,7 @@
 
 #include "analysis/colormap.h"
 #include "model/activation_probe.h"
+#include "model/non_finite.h"
 #include "cli_common.h"
 #include "cli_progress.h"
 #include "model/generation.h"
@@ -242,6 +243,12 @@ int cmd_probe(int argc, char** argv) {
     fa.prefix = cush ? &cush->kv : nullptr;
     m->forward(tokens, fa);
     auto res = probe.take();
+    if (!res->all_finite()) {
+        fa.hook = nullptr;
+        throw non_finite_error(*m, "probe", tokens, fa, [&](int64_t row) {
+            return a.has("prompt") ? std::string("the prompt") : "document " + std::to_string(row + 1);
+        });
+    }
     const auto& tk = *m->tokenizer;
     auto token_text = [&](int64_t b, int64_t t) { return printable(tk.piece(toks[b][t])); };
 

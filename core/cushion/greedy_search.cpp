@@ -17,6 +17,7 @@
 #include "cushion/candidate_screen.h"
 #include "cushion/cushion.h"
 #include "cushion/distributed.h"
+#include "model/non_finite.h"
 #include "base/error.h"
 #include "quant/quant_config.h"
 #include "base/sha256.h"
@@ -220,6 +221,16 @@ GreedySearch::GreedySearch(std::shared_ptr<const Model> model, std::vector<int32
     }
     set_prefix(opts_.start_tokens);
     initial_loss_ = loss_;
+    if (!std::isfinite(initial_loss_)) {
+        // The model itself computes NaN/Inf on the sample: no candidate can be compared. Say where it starts.
+        std::vector<int32_t> all = opts_.start_tokens;
+        all.insert(all.end(), sample_.begin(), sample_.end());
+        ForwardArgs fa;
+        fa.skip_logits = true;
+        throw non_finite_error(*model_, "greedy search: L_q of the start prefix and the sample is not finite",
+                               ids_tensor(all, model_->device()).unsqueeze(0), fa,
+                               [](int64_t) { return std::string("the start prefix + sample"); });
+    }
 }
 
 void GreedySearch::set_prefix(std::vector<int32_t> prefix) {

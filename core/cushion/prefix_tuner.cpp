@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "model/non_finite.h"
 #include "cushion/distributed.h"
 #include "model/documents.h"
 #include "quant/quant_config.h"
@@ -101,7 +102,15 @@ TuneLoss prefix_tune_loss(const Model& m, const KVCache& kv, const std::vector<s
     r.lq = lq.item<double>();
     r.total = total.item<double>();
     if (with_grad) {
-        if (!std::isfinite(r.total)) throw Error("prefix tuning: the loss is not finite");
+        if (!std::isfinite(r.total)) {
+            // Say where: the tuned keys/values, or the layer and site where the activations stopped being finite.
+            ForwardArgs plain;
+            plain.prefix = &p;
+            plain.valid = valid;
+            plain.final_hidden = true;
+            throw non_finite_error(m, "prefix tuning: the loss is not finite", tokens, plain,
+                                   [](int64_t row) { return "batch document " + std::to_string(row + 1); });
+        }
         // d total / d KV: L_q's graph plus the hidden states' graph weighted by CE's gradient at them.
         at::Tensor surrogate = lambda * lq;
         if (h_det.defined() && h_det.grad().defined()) surrogate = surrogate + (h_in * h_det.grad()).sum().to(at::kDouble);

@@ -13,6 +13,7 @@
 #include "tokenizer/tokenizer_files.h"
 #include "base/mapped_file.h"
 #include "formats/model_loader.h"
+#include "formats/weight_names.h"
 
 namespace cushion {
 
@@ -567,7 +568,7 @@ std::shared_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
                     "); the file's metadata and tensors disagree");
     }
     check_shapes(c, w, path);
-    for (const auto& name : non_finite_tensors(c, w)) model->warnings.push_back("tensor " + name + " contains NaN/Inf");
+    note_non_finite_weights(*model, path, gguf_tensor_name);
 
     // ---- tokenizer ----
     report_progress(opts.progress, 0.97, "loading tokenizer");

@@ -17,6 +17,7 @@
 #include "base/json_file.h"
 #include "formats/model_loader.h"
 #include "formats/safetensors.h"
+#include "formats/weight_names.h"
 
 namespace cushion {
 
@@ -352,7 +353,7 @@ std::shared_ptr<Model> load_hf_directory(const std::string& dir_in, const LoadOp
     w.lm_head = c.tied_embeddings ? w.tok_emb : take("lm_head.weight", {V, C});
 
     check_shapes(c, w, dir);
-    for (const auto& name : non_finite_tensors(c, w)) model->warnings.push_back("tensor " + name + " contains NaN/Inf");
+    note_non_finite_weights(*model, dir, nullptr);
 
     report_progress(opts.progress, 0.96, "loading tokenizer");
     model->tokenizer = !opts.tokenizer_path.empty()

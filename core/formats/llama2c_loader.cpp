@@ -6,6 +6,7 @@
 #include "tokenizer/tokenizer_files.h"
 #include "base/mapped_file.h"
 #include "formats/model_loader.h"
+#include "formats/weight_names.h"
 
 namespace cushion {
 
@@ -158,7 +159,7 @@ std::shared_ptr<Model> load_llama2c(const std::string& path, const LoadOptions& 
         report_progress(opts.progress, double(l + 1) / L, "reading weights");
     }
     check_shapes(c, w, path);
-    for (auto& name : non_finite_tensors(c, w)) model->warnings.push_back(path + ": tensor " + name + " contains NaN or Inf");
+    note_non_finite_weights(*model, path, llama2c_tensor_name);
     model->tokenizer = find_tokenizer(path, opts, V);
     if (model->tokenizer->vocab_size() != V)
         throw Error(path + ": tokenizer has " + std::to_string(model->tokenizer->vocab_size()) +

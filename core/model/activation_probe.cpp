@@ -13,6 +13,17 @@ at::Tensor ProbeResult::layer_token_map(Site s, int64_t b) const {
     return at::stack(rows);
 }
 
+bool ProbeResult::all_finite() const {
+    for (const auto& L : layers)
+        for (const SiteSummary& S : L) {
+            if (!S.defined()) continue;
+            at::Tensor ok = at::isfinite(S.token_max);
+            if (valid.defined() && valid.sizes() == ok.sizes()) ok = at::logical_or(ok, at::logical_not(valid));
+            if (!ok.all().item<bool>()) return false;
+        }
+    return true;
+}
+
 ActivationProbe::ActivationProbe(int n_layers, ProbeOptions opts)
     : opts_(opts), result_(std::make_shared<ProbeResult>()), n_layers_(n_layers) {
     result_->layers.resize(n_layers);

@@ -43,6 +43,9 @@ struct ProbeResult {
     std::vector<std::array<SiteSummary, kSiteCount>> layers;
     at::Tensor valid;  // (B, T) bool on the CPU
     const SiteSummary& at(int layer, Site s) const { return layers.at(layer)[static_cast<int>(s)]; }
+    // False when a real token's max |x| is NaN or Inf at any probed (layer, site): the caller then says where
+    // (model/non_finite.h) instead of printing "nan".
+    bool all_finite() const;
     // (n_layers, T) per-token max |x| at `site` for batch row b: a heatmap's data.
     at::Tensor layer_token_map(Site s, int64_t b = 0) const;
 };

@@ -52,6 +52,10 @@ public:
     // block-quantized tensors are dequantized to float32 on load). Empty for the other formats.
     std::string source_types;
     std::vector<std::string> warnings;
+    // The weights that held NaN or Inf when loaded, described as the file names them with our layer index
+    // (describe_non_finite_weight in model/non_finite.h); the loaders warn with them, and an error about a result
+    // that is not finite names them.
+    std::vector<std::string> non_finite_weights;
 
     c10::Device device() const;
     at::ScalarType dtype() const;

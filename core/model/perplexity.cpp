@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "base/error.h"
+#include "model/non_finite.h"
 
 namespace cushion {
 
@@ -56,6 +57,12 @@ PerplexityResult perplexity(const Model& m, const std::vector<std::vector<int32_
                 ++count;
             }
         }
+        // One test of one number per batch: NaN or Inf anywhere in the batch reaches the sum. Only then is the
+        // batch run again to say where it started (instead of "perplexity nan").
+        if (!std::isfinite(nll))
+            throw non_finite_error(m, "perplexity", tokens, fa, [&](int64_t row) {
+                return "document " + std::to_string(idx.at(static_cast<size_t>(row)) + 1);
+            });
         done += batch.size();
         report_progress(opts.progress, double(done) / docs.size(), "perplexity");
     });

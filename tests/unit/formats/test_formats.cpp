@@ -801,6 +801,10 @@ TEST(GgufTest, TiedEmbeddingsAndNanWarning) {
     ASSERT_EQ(m->warnings.size(), 1u);
     EXPECT_ERROR_HAS(m->warnings[0], "model.layers.0.mlp.gate_proj.weight");
     EXPECT_ERROR_HAS(m->warnings[0], "NaN");
+    // Named as the file names it, with our layer (and kept for errors about results that are not finite).
+    EXPECT_ERROR_HAS(m->warnings[0], "tensor blk.0.ffn_gate.weight (layer 0, model.layers.0.mlp.gate_proj.weight; ");
+    ASSERT_EQ(m->non_finite_weights.size(), 1u);
+    EXPECT_ERROR_HAS(m->warnings[0], m->non_finite_weights[0]);
 }
 
 class GgufBroken : public ::testing::Test {
@@ -1269,7 +1273,7 @@ TEST(HfTest, NanWeightWarns) {
     save_hf_directory(*m, out);
     auto back = load_hf_directory(out, {});
     ASSERT_EQ(back->warnings.size(), 1u);
-    EXPECT_ERROR_HAS(back->warnings[0], "model.layers.1.self_attn.v_proj.weight");
+    EXPECT_ERROR_HAS(back->warnings[0], "model.layers.1.self_attn.v_proj.weight (layer 1; 1 of ");
 }
 
 TEST(HfTest, Bf16WeightsAreConvertedToFloat32) {

@@ -121,4 +121,7 @@ TEST(Llama2c, NanWeightsWarnNamingTheTensor) {
     auto m = load_model(path);
     ASSERT_EQ(m->warnings.size(), 1u);
     EXPECT_NE(m->warnings[0].find("model.layers.0.input_layernorm.weight"), std::string::npos) << m->warnings[0];
+    EXPECT_NE(m->warnings[0].find("rms_att_weight[0] (layer 0, model.layers.0.input_layernorm.weight; 1 of 64 values)"),
+              std::string::npos)
+        << m->warnings[0];
 }
