@@ -9,11 +9,13 @@ SearchController::SearchController(SearchWorker* worker, std::function<Inputs()>
     connectWorker(worker_, this,
                   {[this](double f, const QString& w) { emit progress(f, w); },
                    [this](const QString& m) {
+                       if (stale_ > 0) return;  // a job of the search before the last reset
                        running_ = starting_ = restoring_ = false;
                        then_ = Then::None;
                        emit failed(m);
                    },
                    [this] {
+                       if (stale_ > 0) return;
                        running_ = starting_ = restoring_ = false;
                        then_ = Then::None;
                        emit cancelled();
@@ -21,6 +23,7 @@ SearchController::SearchController(SearchWorker* worker, std::function<Inputs()>
                    },
                    [this] {
                        jobs_ = std::max(0, jobs_ - 1);
+                       stale_ = std::max(0, stale_ - 1);
                        changed();
                        emit jobEnded();
                    }});
@@ -36,6 +39,7 @@ void SearchController::reset() {
     running_ = starting_ = restoring_ = false;
     then_ = Then::None;
     worker_->requestCancel();  // the jobs posted so far; reset() has a token of its own
+    stale_ = jobs_;            // what they still report is ignored
     SearchWorker* w = worker_;
     WorkerThreads::post(w, [w] { w->reset(); });
     snap_.reset();
@@ -149,6 +153,7 @@ void SearchController::undo() {
 }
 
 void SearchController::onUpdated(const SearchSnapshotPtr& snap) {
+    if (stale_ > 0) return;                                          // from a job of the search before the last reset
     if (!model_ || snap->model_key != model_->model.get()) return;  // for a model no longer open
     const bool was_starting = starting_, was_restoring = restoring_;
     starting_ = restoring_ = false;
