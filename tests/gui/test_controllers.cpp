@@ -2,7 +2,8 @@
 // state machine (start -> step -> score -> accept / undo, Run, Pause, Cancel), tuning's pause and resume, a
 // session's save / open round trip, the prompt's probes and comparison (what a request carries, stale results
 // dropped, a cancel that stops only the jobs posted before it) and the export's rules, on the embedded
-// stories260K model with small settings.
+// stories260K model with small settings. Each test sets up what it needs (ensureSearch, ensureTuned), so they
+// pass in any order (ctest gui_controller_tests_order runs them reversed and shuffled: tests/gui/run_shuffled.py).
 #include <QCoreApplication>
 #include <QDir>
 #include <QElapsedTimer>
@@ -175,6 +176,8 @@ private slots:
     }
 
     void searchStepScoreAcceptUndoCancel() {
+        search_->reset();  // from no search (another test may have left one)
+        QVERIFY(waitIdle());
         QVERIFY(!search_->snapshot());
         QSignalSpy started(search_.get(), &SearchController::started);
         // Step with no search: it starts one, then steps.
@@ -230,7 +233,7 @@ private slots:
     }
 
     void tuningPausesAndResumes() {
-        QVERIFY(search_->snapshot() && search_->snapshot()->cushion);
+        QVERIFY(ensureSearch());
         QSignalSpy measured(tune_.get(), &TuneController::measured);
         // Pause at the first batch.
         auto c = connect(tune_.get(), &TuneController::updated, this, [this](const TuneSnapshotPtr& s) {
@@ -265,6 +268,7 @@ private slots:
     void sessionSavesAndOpensAgain() {
         QTemporaryDir dir;
         const QString path = dir.filePath("round.cushionstudio");
+        QVERIFY(ensureTuned());
         const SearchSnapshotPtr s = search_->snapshot();
         const TuneSnapshotPtr t = tune_->snapshot();
         QVERIFY(s && t);
