@@ -44,7 +44,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 
-from refcheck import compare_logits, read_documents
+from refcheck import compare_logits, read_documents, transformers_perplexity
 
 LOGIT_RTOL = 1e-4  # max |diff| / max |logit|
 PPL_RTOL = 1e-4    # |ppl_ours / ppl_theirs - 1|
@@ -277,18 +277,7 @@ def check_model(args, name):
 
     # (c) perplexity, core/perplexity.cpp's protocol
     docs = read_documents(text)
-    nll, count, truncated = 0.0, 0, 0
-    with torch.no_grad():
-        for doc in docs:
-            ids = [bos] + tok.encode(doc)
-            if len(ids) > ctx:
-                ids, truncated = ids[:ctx], truncated + 1
-            if len(ids) < 2:
-                continue
-            lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
-            nll -= lp[:-1].gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
-            count += len(ids) - 1
-    ppl = math.exp(nll / count)
+    ppl, count, truncated = transformers_perplexity(model, docs, tok.encode, bos, ctx)
     try:
         pj = json.loads(engine.result("ppl"))
         rel = abs(pj["ppl"] / ppl - 1)

@@ -1,5 +1,8 @@
 """What the transformers reference scripts (hf_models_reference.py, smollm2_reference.py) share: the engine's
-document reading, and the logits comparison against transformers with its printed figures."""
+document reading, its perplexity protocol run in transformers, and the logits comparison against transformers with
+its printed figures."""
+import math
+
 import numpy as np
 import torch
 
@@ -14,6 +17,24 @@ def read_documents(path):
         if line.strip(b" \t"):
             docs.append(line.decode("utf-8"))
     return docs
+
+
+def transformers_perplexity(model, docs, encode, bos, ctx):
+    """core/model/perplexity.cpp's protocol in transformers: each document is <bos> + encode(doc) (ids without <bos>),
+    cut to the context `ctx`; a document of fewer than 2 tokens predicts nothing; every token after the first is
+    predicted, log-softmax in float64. Returns (perplexity, predicted tokens, documents cut to the context)."""
+    nll, count, truncated = 0.0, 0, 0
+    with torch.no_grad():
+        for doc in docs:
+            ids = [bos] + list(encode(doc))
+            if len(ids) > ctx:
+                ids, truncated = ids[:ctx], truncated + 1
+            if len(ids) < 2:
+                continue
+            lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+            nll -= lp[:-1].gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
+            count += len(ids) - 1
+    return math.exp(nll / count), count, truncated
 
 
 def load_causal_lm(path, **kw):

@@ -32,7 +32,6 @@ Exit status 0 when everything matches, 1 otherwise.
 """
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -146,7 +145,7 @@ def main():
     from tokenizers import pre_tokenizers
     from transformers import AutoTokenizer
     import refcommon as rc
-    from refcheck import compare_logits, read_documents
+    from refcheck import compare_logits, read_documents, transformers_perplexity
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     transformers.utils.logging.disable_progress_bar()
     print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, torch {torch.__version__}; "
@@ -272,17 +271,8 @@ def main():
 
     # ---- (c) perplexity
     docs = read_documents(docs_path)
-    ctx = c.max_position_embeddings
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for doc in docs:
-            ids = ([bos] + tok.encode(doc, add_special_tokens=False))[:ctx]
-            if len(ids) < 2:
-                continue
-            lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
-            nll -= lp[:-1].gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
-            count += len(ids) - 1
-    ppl = math.exp(nll / count)
+    ppl, count, _ = transformers_perplexity(model, docs, lambda d: tok.encode(d, add_special_tokens=False), bos,
+                                            c.max_position_embeddings)
     try:
         pj = json.loads(runs["ppl"].result())
         rel = abs(pj["ppl"] / ppl - 1)
