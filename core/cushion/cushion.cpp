@@ -39,13 +39,21 @@ void check_cushion_fits(const Cushion& c, const Model& m, const std::string& sou
     const auto& cfg = m.config;
     if ((int64_t)c.kv.k.size() != cfg.n_layers || c.kv.v.size() != c.kv.k.size())
         throw Error(source + " has " + std::to_string(c.kv.k.size()) + " layers, the model " + std::to_string(cfg.n_layers));
+    const std::vector<int64_t> kv_shape{1, cfg.n_kv_heads, c.length(), cfg.head_dim};
     for (size_t l = 0; l < c.kv.k.size(); ++l)
-        for (const at::Tensor* t : {&c.kv.k[l], &c.kv.v[l]})
-            if (t->dim() != 4 || t->size(0) != 1 || t->size(1) != cfg.n_kv_heads || t->size(3) != cfg.head_dim ||
-                t->size(2) != c.length())
-                throw Error(source + ": KV tensor of layer " + std::to_string(l) + " has the wrong shape for this model");
+        for (const char* which : {"k", "v"}) {
+            const at::Tensor& t = which[0] == 'k' ? c.kv.k[l] : c.kv.v[l];
+            if (!t.defined() || t.sizes() != at::IntArrayRef(kv_shape))
+                throw Error(source + ": tensor " + which + "." + std::to_string(l) + " has shape " +
+                            (t.defined() ? c10::str(t.sizes()) : std::string("(none)")) + ", expected " +
+                            c10::str(at::IntArrayRef(kv_shape)) + " (1, the model's " + std::to_string(cfg.n_kv_heads) +
+                            " KV heads, " + std::to_string(c.length()) + " positions, head size " +
+                            std::to_string(cfg.head_dim) + ")");
+        }
     if (!c.last_logits.defined() || c.last_logits.dim() != 1 || c.last_logits.size(0) != cfg.vocab_size)
-        throw Error(source + ": last_logits missing or of the wrong size");
+        throw Error(source + ": tensor last_logits has shape " +
+                    (c.last_logits.defined() ? c10::str(c.last_logits.sizes()) : std::string("(none)")) +
+                    ", expected [" + std::to_string(cfg.vocab_size) + "] (the model's vocabulary)");
     if (c.prefix_ids.empty() || (int64_t)c.prefix_ids.size() != c.length())
         throw Error(source + ": prefix_ids do not match its KV cache (" + std::to_string(c.prefix_ids.size()) +
                     " ids, " + std::to_string(c.length()) + " positions)");

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <sstream>
 
 #include "base/error.h"
@@ -99,27 +100,36 @@ std::string shape_str(at::IntArrayRef s) {
     return os.str();
 }
 
-void expect(const std::string& source, const std::string& name, const at::Tensor& t, std::vector<int64_t> shape,
+// names: the Hugging Face name of each tensor (ModelWeights::for_each), so that a message names the tensor as a
+// Hugging Face directory or a package stores it, besides what it is ("layer 0 wq").
+using Names = std::map<const c10::TensorImpl*, std::string>;
+void expect(const Names& names, const std::string& source, const std::string& name, const at::Tensor& t, std::vector<int64_t> shape,
             bool required = true) {
     if (!t.defined()) {
         if (required) throw Error(source + ": tensor " + name + " is missing");
         return;
     }
-    if (t.sizes() != at::IntArrayRef(shape))
-        throw Error(source + ": tensor " + name + " has shape " + shape_str(t.sizes()) + ", expected " +
+    if (t.sizes() != at::IntArrayRef(shape)) {
+        std::string label = name;
+        auto it = names.find(t.unsafeGetTensorImpl());
+        if (it != names.end()) label = it->second + " (" + name + ")";
+        throw Error(source + ": tensor " + label + " has shape " + shape_str(t.sizes()) + ", expected " +
                     shape_str(shape) + " from the config");
+    }
 }
 }  // namespace
 
 void check_shapes(const ModelConfig& c, const ModelWeights& w, const std::string& source) {
+    Names names;
+    w.for_each(c, [&](const std::string& name, const at::Tensor& t) { names.emplace(t.unsafeGetTensorImpl(), name); });
     const int64_t C = c.dim, H = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.kv_dim(), V = c.vocab_size;
     const bool opt = c.arch == Arch::OPT;
-    expect(source, "token embedding", w.tok_emb, {V, C});
-    expect(source, "lm_head", w.lm_head, {V, C});
-    expect(source, "final norm", w.final_norm, {C});
+    expect(names, source, "token embedding", w.tok_emb, {V, C});
+    expect(names, source, "lm_head", w.lm_head, {V, C});
+    expect(names, source, "final norm", w.final_norm, {C});
     if (opt) {
-        expect(source, "final norm bias", w.final_norm_bias, {C});
-        expect(source, "position embedding", w.pos_emb, {c.max_seq_len + c.pos_offset, C});
+        expect(names, source, "final norm bias", w.final_norm_bias, {C});
+        expect(names, source, "position embedding", w.pos_emb, {c.max_seq_len + c.pos_offset, C});
     }
     if ((int64_t)w.layers.size() != c.n_layers)
         throw Error(source + ": found " + std::to_string(w.layers.size()) + " layers, config says " +
@@ -127,25 +137,25 @@ void check_shapes(const ModelConfig& c, const ModelWeights& w, const std::string
     for (size_t i = 0; i < w.layers.size(); ++i) {
         const auto& L = w.layers[i];
         const std::string p = "layer " + std::to_string(i) + " ";
-        expect(source, p + "attention norm", L.attn_norm, {C});
-        expect(source, p + "wq", L.wq, {Q, C});
-        expect(source, p + "wk", L.wk, {KV, C});
-        expect(source, p + "wv", L.wv, {KV, C});
-        expect(source, p + "wo", L.wo, {C, Q});
-        expect(source, p + "ffn norm", L.ffn_norm, {C});
-        expect(source, p + "w_up", L.w_up, {H, C});
-        expect(source, p + "w_down", L.w_down, {C, H});
-        expect(source, p + "q bias", L.bq, {Q}, opt || c.qkv_bias);
-        expect(source, p + "k bias", L.bk, {KV}, opt || c.qkv_bias);
-        expect(source, p + "v bias", L.bv, {KV}, opt || c.qkv_bias);
-        expect(source, p + "o bias", L.bo, {C}, opt);
+        expect(names, source, p + "attention norm", L.attn_norm, {C});
+        expect(names, source, p + "wq", L.wq, {Q, C});
+        expect(names, source, p + "wk", L.wk, {KV, C});
+        expect(names, source, p + "wv", L.wv, {KV, C});
+        expect(names, source, p + "wo", L.wo, {C, Q});
+        expect(names, source, p + "ffn norm", L.ffn_norm, {C});
+        expect(names, source, p + "w_up", L.w_up, {H, C});
+        expect(names, source, p + "w_down", L.w_down, {C, H});
+        expect(names, source, p + "q bias", L.bq, {Q}, opt || c.qkv_bias);
+        expect(names, source, p + "k bias", L.bk, {KV}, opt || c.qkv_bias);
+        expect(names, source, p + "v bias", L.bv, {KV}, opt || c.qkv_bias);
+        expect(names, source, p + "o bias", L.bo, {C}, opt);
         if (opt) {
-            expect(source, p + "attention norm bias", L.attn_norm_bias, {C});
-            expect(source, p + "ffn norm bias", L.ffn_norm_bias, {C});
-            expect(source, p + "fc1 bias", L.b_up, {H});
-            expect(source, p + "fc2 bias", L.b_down, {C});
+            expect(names, source, p + "attention norm bias", L.attn_norm_bias, {C});
+            expect(names, source, p + "ffn norm bias", L.ffn_norm_bias, {C});
+            expect(names, source, p + "fc1 bias", L.b_up, {H});
+            expect(names, source, p + "fc2 bias", L.b_down, {C});
         } else {
-            expect(source, p + "w_gate", L.w_gate, {H, C});
+            expect(names, source, p + "w_gate", L.w_gate, {H, C});
         }
     }
 }

@@ -50,6 +50,17 @@ Site input_site(LinearId id) {
     }
 }
 
+// NaN has no integer code: the engine turns it into some finite product (or, on some engines, fails in its
+// dynamic quantization: "In ChooseQuantizationParams, min should be less than or equal to max"), so the result
+// would be silently wrong. Say which layer's input holds it. (+/-Inf is clamped to the range, as the simulated
+// quantizer does.) One reduction over the input per linear, against the product's in x out multiply-adds.
+void check_no_nan(int layer, LinearId id, const at::Tensor& x) {
+    if (at::isnan(x).any().item<bool>())
+        throw Error("int8 kernels: layer " + std::to_string(layer) + ", the input of the " + linear_name(id) +
+                    " projection (" + site_name(input_site(id)) +
+                    ") holds NaN: the activations stopped being finite before this layer's int8 product");
+}
+
 struct Entry {
     c10::intrusive_ptr<LinearPackedParamsBase> packed;  // null: float32 fallback
     double x_scale = 0;
@@ -66,6 +77,7 @@ public:
         if (!x.device().is_cpu() || x.scalar_type() != at::kFloat)
             throw Error("int8 kernels: block " + std::to_string(layer) + " " + linear_name(id) +
                         ": input must be float32 on the CPU (the package was moved after the kernels were built)");
+        check_no_nan(layer, id, x);
         return run(e, x, b);
     }
 
@@ -145,6 +157,7 @@ public:
             throw Error("int8 kernels: block " + std::to_string(layer) + " " + linear_name(id) + ": input on " +
                         x.device().str() + ", kernels built for " + device.str() +
                         " (the package was moved after the kernels were built)");
+        if (device.is_cpu()) check_no_nan(layer, id, x);  // on CUDA it would wait for the GPU at every linear
         return run_mm(e, x, b);
     }
 };

@@ -374,6 +374,29 @@ json read_info(const std::string& dir, bool allow_other_tool_version) {
 }
 
 // "" when quantization.json's self_sha256 matches its content, else what is wrong.
+// "float32", "int8", ... (safetensors' names, lower case) and "[16, 24]": for messages about a file's tensors.
+std::string dtype_text(const at::Tensor& t) {
+    switch (t.scalar_type()) {
+        case at::kFloat: return "float32";
+        case at::kDouble: return "float64";
+        case at::kHalf: return "float16";
+        case at::kBFloat16: return "bfloat16";
+        case at::kChar: return "int8";
+        case at::kByte: return "uint8";
+        case at::kShort: return "int16";
+        case at::kInt: return "int32";
+        case at::kLong: return "int64";
+        case at::kBool: return "bool";
+        default: return c10::toString(t.scalar_type());
+    }
+}
+std::string shape_text(at::IntArrayRef s) {
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+std::string shape_text(const at::Tensor& t) { return shape_text(t.sizes()); }
+
 std::string check_self_hash(const json& info, const std::string& path) {
     if (!info.contains("self_sha256") || !info["self_sha256"].is_string())
         return path + ": field self_sha256 is missing (quantization.json must cover itself; re-export the package)";
@@ -459,11 +482,15 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
                               &L.ffn_norm, &L.ffn_norm_bias, &L.w_gate, &L.w_up, &L.w_down, &L.b_up, &L.b_down})
             *t = slot;
     const auto slots = linear_slots(w);
-    std::map<const at::Tensor*, int64_t> in_width;  // input size of every block linear, from the config
+    std::map<const at::Tensor*, int64_t> in_width, out_rows;  // input and output sizes of every block linear (config)
     for (auto& L : w.layers) {
         for (const at::Tensor* t : {&L.wq, &L.wk, &L.wv, &L.w_gate, &L.w_up}) in_width[t] = c.dim;
         in_width[&L.wo] = c.n_heads * c.head_dim;
         in_width[&L.w_down] = c.hidden_dim;
+        out_rows[&L.wq] = c.n_heads * c.head_dim;
+        out_rows[&L.wk] = out_rows[&L.wv] = c.kv_dim();
+        out_rows[&L.wo] = out_rows[&L.w_down] = c.dim;
+        out_rows[&L.w_gate] = out_rows[&L.w_up] = c.hidden_dim;
     }
     std::map<const at::Tensor*, std::pair<int, LinearId>> linear_id;  // slot -> (layer, linear)
     for (size_t l = 0; l < w.layers.size(); ++l) {
@@ -490,26 +517,37 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
                     throw Error(mpath + ": quantized weight " + name + " has no " + sname);
                 return;
             }
+            // Every tensor of the file is checked for dtype and shape against the config before any use, the
+            // message naming the tensor, what it is and what it should be (libtorch's own words - "Dimension out of
+            // range" - named nothing).
+            const int64_t in = in_width.at(&t), out = out_rows.at(&t);
             at::Tensor scale = f.get(sname);
-            if (scale.scalar_type() != at::kFloat || scale.dim() != 2)
-                throw Error(mpath + ": " + sname + " must be a float32 (out, groups) matrix");
+            if (scale.scalar_type() != at::kFloat || scale.dim() != 2 || scale.size(0) != out || scale.size(1) < 1 ||
+                in % scale.size(1) != 0)
+                throw Error(mpath + ": tensor " + sname + " is " + dtype_text(scale) + " " + shape_text(scale) +
+                            ", expected float32 [" + std::to_string(out) + ", groups] with groups dividing " +
+                            std::to_string(in) + " (out x groups of " + name + ")");
             if (!at::isfinite(scale).all().item<bool>())
                 throw Error(mpath + ": " + sname + " contains NaN or Inf (the weights it scales would be NaN)");
+            if (!(scale > 0).all().item<bool>())
+                throw Error(mpath + ": " + sname + " holds a scale <= 0 (weight scales are positive)");
             at::Tensor codes;
             if (cfg.wbits == 4) {
-                if (!f.contains(name + "_packed")) throw Error(mpath + ": missing tensor " + name + "_packed");
-                at::Tensor packed = f.get(name + "_packed");
-                const int64_t in = in_width.at(&t);
-                if (packed.dim() != 2 || packed.size(1) != (in + 1) / 2)
-                    throw Error(mpath + ": " + name + "_packed has a bad shape for " + std::to_string(in) + " inputs");
+                const std::string pname = name + "_packed";
+                if (!f.contains(pname)) throw Error(mpath + ": missing tensor " + pname);
+                at::Tensor packed = f.get(pname);
+                if (packed.scalar_type() != at::kByte || packed.sizes() != at::IntArrayRef({out, (in + 1) / 2}))
+                    throw Error(mpath + ": tensor " + pname + " is " + dtype_text(packed) + " " + shape_text(packed) +
+                                ", expected uint8 " + shape_text({out, (in + 1) / 2}) + " (two 4-bit codes a byte, " +
+                                std::to_string(out) + " x " + std::to_string(in) + ")");
                 codes = unpack_int4(packed, in);
             } else {
                 if (!f.contains(name)) throw Error(mpath + ": missing tensor " + name);
                 codes = f.get(name);
-                if (codes.scalar_type() != at::kChar) throw Error(mpath + ": " + name + " must be int8 codes");
+                if (codes.scalar_type() != at::kChar || codes.sizes() != at::IntArrayRef({out, in}))
+                    throw Error(mpath + ": tensor " + name + " is " + dtype_text(codes) + " " + shape_text(codes) +
+                                ", expected int8 " + shape_text({out, in}) + " (its weight codes, out x in)");
             }
-            if (codes.dim() != 2 || scale.size(0) != codes.size(0) || scale.size(1) <= 0 || codes.size(1) % scale.size(1))
-                throw Error(mpath + ": " + name + " codes and " + sname + " have inconsistent shapes");
             const int64_t qmax = weight_qmax(cfg.wbits);
             if (codes.numel() && (codes.min().item<int64_t>() < -qmax || codes.max().item<int64_t>() > qmax))
                 throw Error(mpath + ": " + name + " has codes outside [-" + std::to_string(qmax) + ", " + std::to_string(qmax) + "]");
@@ -524,7 +562,9 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
                 pkg->weight_codes[id->second.first][static_cast<int>(id->second.second)] = qw;
         } else if (f.contains(name)) {
             at::Tensor x = f.get(name);
-            if (!x.is_floating_point()) throw Error(mpath + ": tensor " + name + " is not floating point");
+            if (!x.is_floating_point())
+                throw Error(mpath + ": tensor " + name + " is " + dtype_text(x) + " " + shape_text(x) +
+                            ", expected a floating-point type");
             t = x.to(at::kFloat).contiguous();
         } else {
             t = at::Tensor();
@@ -557,8 +597,13 @@ std::shared_ptr<QuantizedPackage> load_package(const std::string& dir_in, const 
                 const Site s = static_cast<Site>(si);
                 if (!cfg.site_on(s)) continue;
                 const std::string pre = act_prefix(l, s);
-                for (const char* k : {"input_min", "input_max", "input_scale", "input_zero_point"})
+                for (const char* k : {"input_min", "input_max", "input_scale", "input_zero_point"}) {
                     if (!f.contains(pre + k)) throw Error(mpath + ": missing tensor " + pre + k);
+                    const at::Tensor v = f.get(pre + k);
+                    if (v.numel() != 1 || v.dim() > 1 || v.scalar_type() == at::kBool)
+                        throw Error(mpath + ": tensor " + pre + k + " is " + dtype_text(v) + " " + shape_text(v) +
+                                    ", expected one number (shape [] or [1])");
+                }
                 SiteRange& r = ranges->layers[l][si];
                 r.min = f.get(pre + "input_min").to(at::kDouble).item<double>();
                 r.max = f.get(pre + "input_max").to(at::kDouble).item<double>();

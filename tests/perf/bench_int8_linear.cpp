@@ -18,6 +18,8 @@
 #include <ATen/native/quantized/PackedParams.h>
 #include <benchmark/benchmark.h>
 
+#include <stdexcept>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -151,7 +153,9 @@ void BM_Int8Dynamic(benchmark::State& st, Shape s, at::QEngine engine) {
 // What `cushion eval/ppl/generate PKG --kernels int8` runs per linear (core/int8_kernels.cpp): the static grid's
 // integers (q - z) as float plus one sentinel row [-z, ..., 255 - z], quantized::linear_dynamic (which then picks
 // scale 1 and zero point z: the static codes exactly, float output = exact int32 sum x weight scale), x s_x.
-void BM_Int8CushionPath(benchmark::State& st, Shape s, at::QEngine engine) {
+// nan_check: as core/int8_kernels.cpp since issue 15, the input is first searched for NaN (one reduction and a
+// read-back per linear), which the integer product would otherwise turn into a finite, wrong result.
+void BM_Int8CushionPath(benchmark::State& st, Shape s, at::QEngine engine, bool nan_check = false) {
     at::NoGradGuard ng;
     at::globalContext().setQEngine(engine);
     const auto [M, K, N] = s;
@@ -160,6 +164,7 @@ void BM_Int8CushionPath(benchmark::State& st, Shape s, at::QEngine engine) {
     const StaticParams p = static_params(x, w);
     const double z = double(p.x_zero);
     auto run = [&] {
+        if (nan_check && at::isnan(x).any().item<bool>()) throw std::runtime_error("NaN");
         at::Tensor centered = at::clamp(at::round(x / p.x_scale), -z, 255.0 - z);
         at::Tensor sentinel = at::zeros({1, K});
         sentinel.index_put_({0, 0}, -z);
@@ -234,6 +239,8 @@ int main(int argc, char** argv) {
             reg("int8_static_gemm_only/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8Static(st, s, e, true); });
             reg("int8_dynamic/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8Dynamic(st, s, e); });
             reg("int8_cushion_path/" + en + "/" + sn, [s, e](benchmark::State& st) { BM_Int8CushionPath(st, s, e); });
+            reg("int8_cushion_path_nan_check/" + en + "/" + sn,
+                [s, e](benchmark::State& st) { BM_Int8CushionPath(st, s, e, true); });
         }
     }
     benchmark::Initialize(&n, args.data());
