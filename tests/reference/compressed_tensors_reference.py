@@ -270,10 +270,11 @@ def perplexities(model, docs, prefix_ids, ks, vs, last_logits, max_len, batch_to
                     cache.update(k.expand(B, -1, -1, -1).clone(), v.expand(B, -1, -1, -1).clone(), layer)
                 pos = torch.arange(P, P + T).unsqueeze(0).expand(B, T)
                 out = model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=True, **{cache_arg: cache})
-                logp = torch.log_softmax(out.logits.double(), -1)
-                for b, text in enumerate(texts):
+                for b, text in enumerate(texts):  # row by row: a batch's float64 log-probabilities take gigabytes
+                    logp = torch.log_softmax(out.logits[b, :len(text) - 1].double(), -1)
                     tot["kv"] -= float(first[text[0]])
-                    tot["kv"] -= float(logp[b, torch.arange(len(text) - 1), torch.tensor(text[1:])].sum())
+                    tot["kv"] -= float(logp[torch.arange(len(text) - 1), torch.tensor(text[1:])].sum())
+                del out
     if "plain" in tot and docs and prefix_ids == docs[0][:1]:
         tot["plain"] = tot["prefix"]
     return {m: math.exp(v / count) for m, v in tot.items()}, count
