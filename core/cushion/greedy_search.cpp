@@ -19,6 +19,7 @@
 #include "cushion/distributed.h"
 #include "model/non_finite.h"
 #include "base/error.h"
+#include "base/json_file.h"
 #include "quant/quant_config.h"
 #include "base/sha256.h"
 #include "base/threads.h"
@@ -395,6 +396,23 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
     const std::string label = "step " + std::to_string(r.step);
     std::vector<int32_t> scored;  // ascending ids with full-sample losses
     auto cl = r.candidate_loss.accessor<double, 1>();
+    // Fast and pruned steps: the k candidates with the lowest estimate (NaN last; equal estimates in candidate
+    // order) are scored exactly on the whole sample from progress fraction f0 on; the shortlist is ordered by
+    // that exact L_q.
+    auto rescore_best = [&](const std::vector<double>& est, size_t k, double f0) {
+        std::vector<size_t> order(candidates_.size());
+        std::iota(order.begin(), order.end(), 0);
+        auto key = [&](size_t i) { return std::isnan(est[i]) ? std::numeric_limits<double>::infinity() : est[i]; };
+        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
+        for (size_t i = 0; i < k; ++i) r.shortlist.push_back(candidates_[order[i]]);
+        std::vector<int32_t> sorted = r.shortlist;
+        std::sort(sorted.begin(), sorted.end());
+        Scores sf = score_tokens(sorted, n, progress, f0, 1, label + " (re-score)");
+        for (size_t i = 0; i < sorted.size(); ++i) cl[sorted[i]] = sf.loss[i];
+        scored = sorted;
+        std::stable_sort(r.shortlist.begin(), r.shortlist.end(), [&](int32_t a, int32_t b) { return cl[a] < cl[b]; });
+        return sf;
+    };
     if (kind == StepKind::Exhaustive) {
         Scores s = score_tokens(candidates_, n, progress, 0, 1, label);
         for (size_t i = 0; i < candidates_.size(); ++i) cl[candidates_[i]] = s.loss[i];
@@ -410,7 +428,7 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         const double split = cs / (cs + cf);
         report_progress(progress, 0, label + " (screen): preparing the sample");
         const CandidateScreen screen(*model_, prefix_kv_, sample_, opts_.loss, opts_.screen_head);
-        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : (model_->device().is_cpu() ? 256 : 1024);
+        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : 1024;
         const std::string screen_label = label + " (screen)";
         std::vector<double> est =
             screen.estimate(candidates_, sb, progress, 0, split, screen_label, nullptr, [&](int64_t old_b, int64_t new_b) {
@@ -422,19 +440,9 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         r.window_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
         auto wl = r.window_loss.accessor<double, 1>();
         for (size_t i = 0; i < candidates_.size(); ++i) wl[candidates_[i]] = loss_ + est[i];
-        std::vector<size_t> order(candidates_.size());
-        std::iota(order.begin(), order.end(), 0);
-        auto key = [&](size_t i) { return std::isnan(est[i]) ? std::numeric_limits<double>::infinity() : est[i]; };
-        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
-        for (size_t i = 0; i < k; ++i) r.shortlist.push_back(candidates_[order[i]]);
-        std::vector<int32_t> sorted = r.shortlist;
-        std::sort(sorted.begin(), sorted.end());
-        Scores sf = score_tokens(sorted, n, progress, split, 1, label + " (re-score)");
-        for (size_t i = 0; i < sorted.size(); ++i) cl[sorted[i]] = sf.loss[i];
-        scored = sorted;
-        r.evaluated = sorted.size();
+        const Scores sf = rescore_best(est, k, split);
+        r.evaluated = r.shortlist.size();
         r.batch_size = sf.batch;
-        std::stable_sort(r.shortlist.begin(), r.shortlist.end(), [&](int32_t a, int32_t b) { return cl[a] < cl[b]; });
     } else {
         const int64_t w = std::min<int64_t>(opts_.prune_window, n);
         const size_t k = std::min<size_t>(opts_.prune_keep, candidates_.size());
@@ -445,20 +453,10 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         Scores sw = score_tokens(candidates_, w, progress, 0, split, label + " (window)");
         r.window_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
         auto wl = r.window_loss.accessor<double, 1>();
-        std::vector<size_t> order(candidates_.size());
-        std::iota(order.begin(), order.end(), 0);
         for (size_t i = 0; i < candidates_.size(); ++i) wl[candidates_[i]] = sw.loss[i];
-        auto key = [&](size_t i) { return std::isnan(sw.loss[i]) ? std::numeric_limits<double>::infinity() : sw.loss[i]; };
-        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
-        for (size_t i = 0; i < k; ++i) r.shortlist.push_back(candidates_[order[i]]);
-        std::vector<int32_t> sorted = r.shortlist;
-        std::sort(sorted.begin(), sorted.end());
-        Scores sf = score_tokens(sorted, n, progress, split, 1, label + " (re-score)");
-        for (size_t i = 0; i < sorted.size(); ++i) cl[sorted[i]] = sf.loss[i];
-        scored = sorted;
-        r.evaluated = candidates_.size() + sorted.size();
+        rescore_best(sw.loss, k, split);
+        r.evaluated = candidates_.size() + r.shortlist.size();
         r.batch_size = sw.batch;
-        std::stable_sort(r.shortlist.begin(), r.shortlist.end(), [&](int32_t a, int32_t b) { return cl[a] < cl[b]; });
     }
     // t*: the lowest L_q; ascending ids and a strict comparison break ties towards the lowest id.
     double best = std::numeric_limits<double>::infinity();
@@ -676,52 +674,63 @@ void GreedySearch::restore(const std::string& state) {
     } catch (const std::exception& e) {
         throw Error(std::string("search state: not valid JSON: ") + e.what());
     }
-    if (j.value("format", "") != "cushioncache-search-state") throw Error("search state: not a search state");
-    if (j.value("model_fingerprint", "") != model_->fingerprint())
-        throw Error("search state: made for another model (fingerprint " + j.value("model_fingerprint", "?") +
+    // Every field through JsonFields: a missing one or one of the wrong type is named ("search state: field
+    // 'history.steps[2].lq_before' must be a number, it is \"x\""), never the JSON library's text.
+    const JsonFields root(j, "search state");
+    if (!j.is_object() || root.string_or("format", "") != "cushioncache-search-state")
+        throw Error("search state: not a search state");
+    if (root.string_or("model_fingerprint", "") != model_->fingerprint())
+        throw Error("search state: made for another model (fingerprint " + root.string_or("model_fingerprint", "?") +
                     ", this model is " + model_->fingerprint() + ")");
     const json mine = json::parse(settings_json());
-    const json& theirs = j.at("settings");
+    const JsonFields settings = root.object("settings");
+    const json& theirs = settings.json();
     for (const char* key : {"start", "bits", "sites", "sample_tokens", "sample_sha256", "candidates"})
         if (!theirs.contains(key) || theirs.at(key) != mine.at(key))
             throw Error(std::string("search state: its setting '") + key + "' (" +
                         (theirs.contains(key) ? theirs.at(key).dump() : std::string("missing")) +
                         ") differs from this run's (" + mine.at(key).dump() +
                         "); resume with the same calibration text and settings");
-    const json& h = j.at("history");
-    std::vector<int32_t> prefix = h.at("prefix").get<std::vector<int32_t>>();
+    const JsonFields h = root.object("history");
+    std::vector<int32_t> prefix;
+    for (int64_t t : h.integers("prefix", 0, model_->config.vocab_size - 1)) prefix.push_back(static_cast<int32_t>(t));
     if (prefix.size() < opts_.start_tokens.size() || !std::equal(opts_.start_tokens.begin(), opts_.start_tokens.end(), prefix.begin()))
         throw Error("search state: its prefix does not begin with this run's start tokens");
-    for (auto t : prefix)
-        if (t < 0 || t >= model_->config.vocab_size) throw Error("search state: token id out of range");
     if ((int)prefix.size() > opts_.max_prefix)
         throw Error("search state: its prefix (" + std::to_string(prefix.size()) + " tokens) is longer than --max-prefix");
     std::vector<GreedyHistoryEntry> hist;
-    for (const auto& s : h.at("steps")) {
+    const JsonFields steps = h.array("steps");
+    for (size_t i = 0; i < steps.size(); ++i) {
+        const JsonFields s = steps.at(i);
         GreedyHistoryEntry e;
-        e.step = s.at("step").get<int>();
-        e.token = s.value("token", -1);
-        e.piece = s.value("piece", "");
-        e.loss_before = s.at("lq_before").get<double>();
-        e.loss_after = s.at("lq_after").get<double>();
-        e.best_loss = s.value("best_lq", 0.0);
-        e.accepted = s.at("accepted").get<bool>();
-        e.overridden = s.value("overridden", false);
-        e.pruned = s.value("pruned", false);
-        const std::string kind = s.value("kind", e.pruned ? "pruned" : "exhaustive");
+        e.step = static_cast<int>(s.integer("step", 0, INT32_MAX));
+        e.token = static_cast<int32_t>(s.integer_or("token", -1, -1, INT32_MAX));
+        e.piece = s.string_or("piece", "");
+        e.loss_before = s.number("lq_before");
+        e.loss_after = s.number("lq_after");
+        e.best_loss = s.number_or("best_lq", 0.0);
+        e.accepted = s.boolean("accepted");
+        e.overridden = s.boolean_or("overridden", false);
+        e.pruned = s.boolean_or("pruned", false);
+        const std::string kind = s.string_or("kind", e.pruned ? "pruned" : "exhaustive");
         e.kind = kind == "fast" ? StepKind::Fast : kind == "pruned" ? StepKind::Pruned : StepKind::Exhaustive;
-        e.stop = parse_stop(s.value("stop", ""));
-        e.seconds = s.value("seconds", 0.0);
+        e.stop = parse_stop(s.string_or("stop", ""));
+        e.seconds = s.number_or("seconds", 0.0);
         hist.push_back(e);
     }
+    const double initial = h.number("initial_lq");
+    const int steps_done = static_cast<int>(root.integer_or("steps_done", (int64_t)hist.size(), 0, INT32_MAX));
+    StopReason stop = parse_stop(h.string_or("stop", ""));
+    const double their_tau = settings.number_or("tau", -1.0);
+    // Every field read before anything changes: a bad one leaves the search as it was.
     set_prefix(prefix);
-    initial_loss_ = h.at("initial_lq").get<double>();
+    initial_loss_ = initial;
     history_ = std::move(hist);
-    steps_ = j.value("steps_done", (int)history_.size());
+    steps_ = steps_done;
     // A saved stop holds only if it would happen again: the same tau, or a prefix still at the maximum length.
-    stop_ = parse_stop(h.value("stop", ""));
+    stop_ = stop;
     if (stop_ == StopReason::MaxLength && (int)prefix_.size() < opts_.max_prefix) stop_ = StopReason::None;
-    if (stop_ == StopReason::NoImprovement && theirs.value("tau", -1.0) != opts_.tau) stop_ = StopReason::None;
+    if (stop_ == StopReason::NoImprovement && their_tau != opts_.tau) stop_ = StopReason::None;
     undo_.clear();
     set_last_stop("restored from a checkpoint");
 }
