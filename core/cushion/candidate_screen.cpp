@@ -189,20 +189,18 @@ CandidateScreen::CandidateScreen(const Model& m, const KVCache& prefix_kv, const
         Layer& L = layers_[l];
         if (!hook.q[l].defined() || !hook.a[l].defined())
             throw Error("candidate screen: the forward pass did not report block " + std::to_string(l) + "'s attention");
-        L.q = hook.q[l].contiguous();
-        L.lse = hook.lse[l].contiguous();
-        L.scale = hook.scale[l];
+        const at::Tensor q = hook.q[l];      // (H, n, D)
+        const at::Tensor lse = hook.lse[l];  // (H, n)
         const at::Tensor& pg = hook.probe[l].grad();
-        at::Tensor g = pg.defined() ? pg.detach()[0] : at::zeros({n_, H * D}, L.q.options());
-        L.g = g.view({n_, H, D}).permute({1, 0, 2}).contiguous();                              // (H, n, D)
-        at::Tensor a = hook.a[l][0].view({n_, H, D}).permute({1, 0, 2});                        // (H, n, D)
-        L.ga = (L.g * a).sum(-1);                                                               // (H, n)
-        // The first-order part covers the tokens after the head.
+        const at::Tensor gf = pg.defined() ? pg.detach()[0] : at::zeros({n_, H * D}, q.options());
+        const at::Tensor g = gf.view({n_, H, D}).permute({1, 0, 2});         // (H, n, D) dL~/da
+        const at::Tensor a = hook.a[l][0].view({n_, H, D}).permute({1, 0, 2});  // (H, n, D)
+        const at::Tensor ga = (g * a).sum(-1);                                // (H, n)
+        // The first-order part covers the tokens after the head; its two products with their affine parts folded in
+        // (one pass each): [scale q, -lse] . [k; 1] = scale q.k - lse and [g, -g.a] . [v; 1] = g.(v - a).
         const int64_t rest = n_ - mh;
-        L.q = L.q.narrow(1, mh, rest).contiguous();
-        L.lse = L.lse.narrow(1, mh, rest).contiguous();
-        L.g = L.g.narrow(1, mh, rest).contiguous();
-        L.ga = L.ga.narrow(1, mh, rest).contiguous();
+        L.qa = at::cat({q.narrow(1, mh, rest) * hook.scale[l], -lse.narrow(1, mh, rest).unsqueeze(-1)}, -1).contiguous();
+        L.gaa = at::cat({g.narrow(1, mh, rest), -ga.narrow(1, mh, rest).unsqueeze(-1)}, -1).contiguous();
     }
 }
 
@@ -225,14 +223,19 @@ void CandidateScreen::candidate_pass(const std::vector<int32_t>& tokens, std::ve
     ea.prefix = &prefix_kv_;
     ea.present = &ext;
     ea.skip_logits = true;
+    // Without an exact head only the candidate's K/V are needed: the forward stops once the last block used has them.
+    const int64_t blocks = depth();
     if (m > 0) ea.hook = &hook;
+    else ea.stop_after_kv = blocks - 1;
     model_.forward(ids, ea);
-    k->resize(c.n_layers);
-    v->resize(c.n_layers);
-    for (int l = 0; l < c.n_layers; ++l) {
-        // The candidate's slot, (b, KVH, 1, D) -> per query head (H, D, b).
-        (*k)[l] = expand_heads(ext.k[l].narrow(2, P, 1), c.n_heads).squeeze(2).to(at::kFloat).permute({1, 2, 0}).contiguous();
-        (*v)[l] = expand_heads(ext.v[l].narrow(2, P, 1), c.n_heads).squeeze(2).to(at::kFloat).permute({1, 2, 0}).contiguous();
+    k->assign(blocks, at::Tensor());
+    v->assign(blocks, at::Tensor());
+    for (int64_t l = 0; l < blocks; ++l) {
+        // The candidate's slot, (b, KVH, 1, D) -> per query head (H, D + 1, b), with a row of ones under it (the
+        // products' affine parts, see Layer::qa).
+        const at::Tensor one = at::ones({c.n_heads, 1, b}, at::TensorOptions().dtype(at::kFloat).device(model_.device()));
+        (*k)[l] = at::cat({expand_heads(ext.k[l].narrow(2, P, 1), c.n_heads).squeeze(2).to(at::kFloat).permute({1, 2, 0}), one}, 1);
+        (*v)[l] = at::cat({expand_heads(ext.v[l].narrow(2, P, 1), c.n_heads).squeeze(2).to(at::kFloat).permute({1, 2, 0}), one}, 1);
     }
     if (m > 0 && hook.max.size() != ranges_.size())
         throw Error("candidate screen: the candidate pass saw " + std::to_string(hook.max.size()) + " L_q sites, the sample " +
@@ -269,12 +272,18 @@ std::vector<double> CandidateScreen::estimate(const std::vector<int32_t>& tokens
             at::Tensor mn = at::clamp_max(hmin[r].to(at::kDouble), R.rest_min);
             d += ((mx - mn) - R.range0) * R.c;
         }
-        for (size_t l = 0; l < layers_.size(); ++l) {
+        // Per block: w = sigmoid(scale q.k_t - lse), gv = g.(v_t - a), summed over heads and sample tokens. In column
+        // slices of kProductColumns candidates, so that the (H, n, columns) products stay in cache.
+        for (size_t l = 0; l < k.size(); ++l) {
             const Layer& L = layers_[l];
-            at::Tensor w = at::sigmoid(at::bmm(L.q, k[l]).mul_(L.scale).sub_(L.lse.unsqueeze(-1)));  // (H, n, b)
-            if (attention_mass) mass += at::sum(w, std::vector<int64_t>{0, 1}, false, at::kDouble);
-            at::Tensor gv = at::bmm(L.g, v[l]).sub_(L.ga.unsqueeze(-1));                              // (H, n, b)
-            d += at::sum(w.mul_(gv), std::vector<int64_t>{0, 1}, false, at::kDouble);
+            const int64_t Hn = L.qa.size(0) * L.qa.size(1);
+            for (int64_t j0 = 0; j0 < (int64_t)b; j0 += kProductColumns) {
+                const int64_t nb = std::min<int64_t>(kProductColumns, b - j0);
+                at::Tensor w = at::bmm(L.qa, k[l].narrow(2, j0, nb)).sigmoid_();  // (H, n, nb)
+                if (attention_mass) mass.narrow(0, j0, nb) += w.view({Hn, nb}).sum(0, false, at::kDouble);
+                at::Tensor gv = at::bmm(L.gaa, v[l].narrow(2, j0, nb));            // (H, n, nb)
+                d.narrow(0, j0, nb) += w.mul_(gv).view({Hn, nb}).sum(0, false, at::kDouble);
+            }
         }
         at::Tensor dc = d.cpu();
         auto acc = dc.accessor<double, 1>();
@@ -291,14 +300,22 @@ std::vector<double> CandidateScreen::estimate(const std::vector<int32_t>& tokens
     return out;
 }
 
+void CandidateScreen::set_depth(int64_t blocks) {
+    if (blocks < 0 || blocks > (int64_t)layers_.size())
+        throw Error("candidate screen: depth " + std::to_string(blocks) + " outside [0, " + std::to_string(layers_.size()) + "]");
+    depth_ = blocks;
+}
+
+int64_t CandidateScreen::depth() const { return depth_ > 0 ? depth_ : (int64_t)layers_.size(); }
+
 at::Tensor CandidateScreen::slot_weights(int32_t token) const {
     at::NoGradGuard ng;
     std::vector<at::Tensor> k, v, hmax, hmin;
     candidate_pass({token}, &k, &v, &hmax, &hmin);
     std::vector<at::Tensor> w;
-    for (size_t l = 0; l < layers_.size(); ++l) {
+    for (size_t l = 0; l < k.size(); ++l) {
         const Layer& L = layers_[l];
-        w.push_back(at::sigmoid(at::bmm(L.q, k[l]).mul_(L.scale).sub_(L.lse.unsqueeze(-1))).squeeze(-1));  // (H, n)
+        w.push_back(at::sigmoid(at::bmm(L.qa, k[l])).squeeze(-1));  // (H, n)
     }
     return at::stack(w).cpu();
 }

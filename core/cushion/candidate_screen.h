@@ -69,7 +69,12 @@ public:
                                  std::vector<double>* attention_mass = nullptr,
                                  const std::function<void(int64_t, int64_t)>& on_halve = {}) const;
 
-    // The weights w_i(t) of the candidate slot, (n_layers, n_heads, n) float32 CPU, for one token: what the
+    // Only the first `blocks` blocks' terms (and the candidates' forward only that deep; 0 = every block, the
+    // default): a cheaper, coarser estimate, e.g. to study how much of the ranking the early blocks decide.
+    void set_depth(int64_t blocks);
+    int64_t depth() const;  // blocks used
+
+    // The weights w_i(t) of the candidate slot, (depth(), n_heads, n) float32 CPU, for one token: what the
     // estimate uses (for tests: in block 0 they are the attention a plain forward of prefix + t + sample gives t).
     at::Tensor slot_weights(int32_t token) const;
     // The range surrogate L~ on the sample (its value; its gradient is the g above).
@@ -82,19 +87,19 @@ public:
 
 private:
     struct Layer {
-        at::Tensor q;    // (H, n, D) float32, after RoPE, at the gap positions
-        at::Tensor lse;  // (H, n) log-sum-exp of the scaled scores over the prefix and the visible sample
-        at::Tensor g;    // (H, n, D) dL~/da
-        at::Tensor ga;   // (H, n) g . a
-        double scale = 1;
+        // The sample's side of one block (tokens after the head), with the queries frozen after RoPE at the gap positions,
+        // lse their log-sum-exp over the prefix and the visible sample, a the attention output and g = dL~/da:
+        at::Tensor qa;   // (H, n, D + 1) [scale q, -lse]: times [k_t; 1], the slot's logit less lse
+        at::Tensor gaa;  // (H, n, D + 1) [g, -g . a]: times [v_t; 1], g . (v_t - a)
     };
+    static constexpr int64_t kProductColumns = 128;  // candidates per slice of the estimate's products
     struct Range {
         double c = 0;                  // dL_q/d(range) of the site on the sample
         double range0 = 0;             // its range without the candidate
         double rest_max = 0, rest_min = 0;  // over the sample tokens after the head
     };
-    // One forward pass of [t, head tokens] per row: the candidate slot's K/V per block, (H, D, b), and the head's
-    // per-site max / min, (b) each in the order of ranges_.
+    // One forward pass of [t, head tokens] per row: the candidate slot's K/V per block, (H, D + 1, b) with a row of ones
+    // under them (see Layer), and the head's per-site max / min, (b) each in the order of ranges_.
     void candidate_pass(const std::vector<int32_t>& tokens, std::vector<at::Tensor>* k, std::vector<at::Tensor>* v,
                         std::vector<at::Tensor>* head_max, std::vector<at::Tensor>* head_min) const;
 
@@ -106,6 +111,7 @@ private:
     QuantLossOptions loss_;
     std::vector<Layer> layers_;
     double surrogate_ = 0;
+    int64_t depth_ = 0;
 };
 
 }  // namespace cushion

@@ -427,7 +427,7 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         const double split = cs / (cs + cf);
         report_progress(progress, 0, label + " (screen): preparing the sample");
         const CandidateScreen screen(*model_, prefix_kv_, sample_, opts_.loss, opts_.screen_head);
-        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : (model_->device().is_cpu() ? 256 : 1024);
+        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : 1024;
         const std::string screen_label = label + " (screen)";
         std::vector<double> est =
             screen.estimate(candidates_, sb, progress, 0, split, screen_label, nullptr, [&](int64_t old_b, int64_t new_b) {

@@ -72,7 +72,8 @@ struct GreedySearchOptions {
     int screen_keep = 16;               // fast steps: candidates re-scored exactly on the whole sample
     int64_t screen_head = 0;            // fast steps: first sample tokens run exactly after every candidate (costs 1 + head
                                         // token forwards per candidate; measured no better on stories260K, RESULTS.md)
-    int64_t screen_batch = 0;           // fast steps: candidates per screening forward pass (0 = 256 on the CPU, 1024 on a GPU)
+    int64_t screen_batch = 0;           // fast steps: candidates per screening forward pass (0 = 1024: on the CPU 15% less
+                                        // time than 256 for SmolLM2, tests/perf/RESULTS.md)
     // CPU intra-op threads while scoring. 0 = automatic: 1 for models narrower than 1024, whose per-candidate
     // operations are too small to split (stories260K, one exhaustive step on the 2-core test machine: 14.3 s
     // on 1 thread, 19.6 s on 2; RESULTS.md), otherwise the process's setting. < 0: the process's setting.

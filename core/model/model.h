@@ -39,6 +39,11 @@ struct ForwardArgs {
     // tokens came between (seen by nobody). The candidate screen (cushion/candidate_screen.h) runs the sample
     // where it will sit after one more prefix token. 0 = contiguous.
     int64_t position_gap = 0;
+    // >= 0: stop in block `stop_after_kv`, once its keys and values are in `present` (and its on_kv hook ran); the
+    // blocks after it, and its attention and feed-forward, are not run, and forward() returns an undefined tensor. For
+    // callers that need only the new tokens' K/V up to that block (the candidate screen: every block's, so the last
+    // block's attention output and feed-forward are skipped). -1 = run every block.
+    int64_t stop_after_kv = -1;
 };
 
 class Model {

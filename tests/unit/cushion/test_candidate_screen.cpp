@@ -134,6 +134,61 @@ TEST(CandidateScreen, EstimatesDoNotDependOnTheBatch) {
     }
 }
 
+// ForwardArgs::stop_after_kv gives the same keys and values as a whole forward pass up to its block and nothing
+// after; the screen at a depth uses exactly the first blocks' slot weights; its products go in column slices of
+// kProductColumns candidates, which must not change the estimate (300 candidates in one batch against batches of 7).
+TEST(CandidateScreen, DepthStopsTheForwardAndSlicesKeepTheEstimate) {
+    TinySpec spec;
+    spec.seed = 9;
+    spec.vocab = 303;
+    spec.layers = 3;
+    auto m = make_tiny(spec).first;
+    const KVCache kv = prefix_kv(*m, {1, 5});
+    {
+        at::NoGradGuard ng;
+        const at::Tensor t = at::tensor(std::vector<int64_t>{7, 8, 9}, at::kLong).view({3, 1});
+        KVCache all, part;
+        ForwardArgs fa;
+        fa.prefix = &kv;
+        fa.present = &all;
+        fa.skip_logits = true;
+        m->forward(t, fa);
+        fa.present = &part;
+        fa.stop_after_kv = 1;
+        EXPECT_FALSE(m->forward(t, fa).defined());
+        ASSERT_EQ(part.k.size(), 3u);
+        for (int l = 0; l < 2; ++l) {
+            EXPECT_TRUE(at::equal(part.k[l], all.k[l])) << "block " << l;
+            EXPECT_TRUE(at::equal(part.v[l], all.v[l])) << "block " << l;
+        }
+        EXPECT_FALSE(part.k[2].defined());
+    }
+    const auto sample = tiny_sample(20, 303, 5);
+    CandidateScreen screen(*m, kv, sample, QuantLossOptions{}, 0);
+    EXPECT_EQ(screen.depth(), 3);
+    const at::Tensor w3 = screen.slot_weights(42);
+    std::vector<int32_t> cand;
+    for (int32_t t = 3; t < 303; ++t) cand.push_back(t);
+    const auto full = screen.estimate(cand, 300), one = screen.estimate(cand, 7);
+    for (size_t i = 0; i < cand.size(); ++i) EXPECT_NEAR(full[i], one[i], 1e-6 * (1 + std::fabs(one[i]))) << cand[i];
+    screen.set_depth(2);
+    EXPECT_EQ(screen.depth(), 2);
+    const at::Tensor w2 = screen.slot_weights(42);
+    ASSERT_EQ(w2.size(0), 2);
+    EXPECT_TRUE(at::allclose(w2, w3.narrow(0, 0, 2), 1e-6, 1e-7));
+    const auto shallow = screen.estimate(cand, 300);
+    double differ = 0;
+    for (size_t i = 0; i < cand.size(); ++i) {
+        EXPECT_TRUE(std::isfinite(shallow[i]));
+        differ = std::max(differ, std::fabs(shallow[i] - full[i]));
+    }
+    EXPECT_GT(differ, 0) << "the third block's terms must count in the full estimate";
+    screen.set_depth(0);
+    EXPECT_EQ(screen.depth(), 3);
+    EXPECT_THROW(screen.set_depth(4), Error);
+    EXPECT_THROW(screen.set_depth(-1), Error);
+}
+
 // The fast step re-scores the screen's best `screen_keep` exactly: with every candidate kept it is the exhaustive
 // step; with fewer it never beats it, its re-scored losses are the exhaustive ones, and every candidate has an
 // estimate. step() follows step_kind; Auto is exhaustive for a problem this small.
