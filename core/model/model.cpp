@@ -184,7 +184,6 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
             args.present->v[l] = v;
         }
         if (l == args.stop_after_kv) return at::Tensor();
-        if (l == args.stop_after_kv) return at::Tensor();
         if (args.hook) args.hook->on_attention(li, q, k, v, scale);
         at::Tensor kr = rep == 1 ? k : k.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
         at::Tensor vr = rep == 1 ? v : v.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
