@@ -277,17 +277,16 @@ std::shared_ptr<Model> load_hf_directory(const std::string& dir_in, const LoadOp
     c = parse_config(parse_json_file(cfg_path), cfg_path, model->warnings);
 
     WeightFiles files(dir);
-    const int64_t C = c.dim, H = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.kv_dim(), V = c.vocab_size;
-    const bool opt = c.arch == Arch::OPT;
-    const size_t total = static_cast<size_t>((opt ? 16 : 9 + (c.qkv_bias ? 3 : 0)) * c.n_layers + 5);
-    size_t done = 0;
-    auto take = [&](const std::string& name, std::vector<int64_t> expect, bool required = true) -> at::Tensor {
+    const int64_t V = c.vocab_size;
+    // The names and shapes are ModelWeights::for_each_slot's (one list for the reader and every writer).
+    ModelWeights& w = model->weights;
+    w.layers.resize(static_cast<size_t>(c.n_layers));
+    size_t total = 0, done = 0;
+    w.for_each_slot(c, [&](const WeightSlot& s, at::Tensor&) { total += s.stored ? 1 : 0; });
+    auto take = [&](const std::string& name, const std::vector<int64_t>& expect) -> at::Tensor {
         std::string found;
         const SafetensorsFile* f = files.find(name, &found);
-        if (!f) {
-            if (required) throw Error(dir + ": missing tensor " + name);
-            return at::Tensor();
-        }
+        if (!f) throw Error(dir + ": missing tensor " + name);
         const std::vector<int64_t> shape = f->shape(found);
         if (shape != expect)
             throw Error(f->path() + ": tensor " + found + " has shape " + shape_str(shape) + ", expected " +
@@ -301,56 +300,10 @@ std::shared_ptr<Model> load_hf_directory(const std::string& dir_in, const LoadOp
         return t;
     };
 
-    ModelWeights& w = model->weights;
-    w.layers.resize(static_cast<size_t>(c.n_layers));
-    if (opt) {
-        w.tok_emb = take("model.decoder.embed_tokens.weight", {V, C});
-        w.pos_emb = take("model.decoder.embed_positions.weight", {c.max_seq_len + c.pos_offset, C});
-        for (int64_t l = 0; l < c.n_layers; ++l) {
-            LayerWeights& L = w.layers[static_cast<size_t>(l)];
-            const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
-            L.attn_norm = take(p + "self_attn_layer_norm.weight", {C});
-            L.attn_norm_bias = take(p + "self_attn_layer_norm.bias", {C});
-            L.wq = take(p + "self_attn.q_proj.weight", {Q, C});
-            L.bq = take(p + "self_attn.q_proj.bias", {Q});
-            L.wk = take(p + "self_attn.k_proj.weight", {KV, C});
-            L.bk = take(p + "self_attn.k_proj.bias", {KV});
-            L.wv = take(p + "self_attn.v_proj.weight", {KV, C});
-            L.bv = take(p + "self_attn.v_proj.bias", {KV});
-            L.wo = take(p + "self_attn.out_proj.weight", {C, Q});
-            L.bo = take(p + "self_attn.out_proj.bias", {C});
-            L.ffn_norm = take(p + "final_layer_norm.weight", {C});
-            L.ffn_norm_bias = take(p + "final_layer_norm.bias", {C});
-            L.w_up = take(p + "fc1.weight", {H, C});
-            L.b_up = take(p + "fc1.bias", {H});
-            L.w_down = take(p + "fc2.weight", {C, H});
-            L.b_down = take(p + "fc2.bias", {C});
-        }
-        w.final_norm = take("model.decoder.final_layer_norm.weight", {C});
-        w.final_norm_bias = take("model.decoder.final_layer_norm.bias", {C});
-    } else {
-        w.tok_emb = take("model.embed_tokens.weight", {V, C});
-        for (int64_t l = 0; l < c.n_layers; ++l) {
-            LayerWeights& L = w.layers[static_cast<size_t>(l)];
-            const std::string p = "model.layers." + std::to_string(l) + ".";
-            L.attn_norm = take(p + "input_layernorm.weight", {C});
-            L.wq = take(p + "self_attn.q_proj.weight", {Q, C});
-            L.wk = take(p + "self_attn.k_proj.weight", {KV, C});
-            L.wv = take(p + "self_attn.v_proj.weight", {KV, C});
-            if (c.qkv_bias) {
-                L.bq = take(p + "self_attn.q_proj.bias", {Q});
-                L.bk = take(p + "self_attn.k_proj.bias", {KV});
-                L.bv = take(p + "self_attn.v_proj.bias", {KV});
-            }
-            L.wo = take(p + "self_attn.o_proj.weight", {C, Q});
-            L.ffn_norm = take(p + "post_attention_layernorm.weight", {C});
-            L.w_gate = take(p + "mlp.gate_proj.weight", {H, C});
-            L.w_up = take(p + "mlp.up_proj.weight", {H, C});
-            L.w_down = take(p + "mlp.down_proj.weight", {C, H});
-        }
-        w.final_norm = take("model.norm.weight", {C});
-    }
-    w.lm_head = c.tied_embeddings ? w.tok_emb : take("lm_head.weight", {V, C});
+    w.for_each_slot(c, [&](const WeightSlot& s, at::Tensor& t) {
+        if (s.stored) t = take(s.name, s.shape);
+    });
+    if (c.tied_embeddings) w.lm_head = w.tok_emb;
 
     check_shapes(c, w, dir);
     note_non_finite_weights(*model, dir, nullptr);

@@ -12,63 +12,76 @@ namespace cushion {
 namespace {
 
 template <typename W, typename Fn>
-void visit(const ModelConfig& cfg, W& w, const Fn& fn) {
-    auto f = [&](const std::string& name, auto& t) {
-        if (t.defined()) fn(name, t);
+void visit_slots(const ModelConfig& cfg, W& w, const Fn& fn) {
+    const int64_t C = cfg.dim, H = cfg.hidden_dim, Q = cfg.n_heads * cfg.head_dim, KV = cfg.kv_dim(), V = cfg.vocab_size;
+    const bool opt = cfg.arch == Arch::OPT;
+    auto f = [&](const std::string& name, auto& t, std::vector<int64_t> shape, bool stored = true) {
+        fn(WeightSlot{name, std::move(shape), stored}, t);
     };
-    if (cfg.arch == Arch::OPT) {
-        f("model.decoder.embed_tokens.weight", w.tok_emb);
-        f("model.decoder.embed_positions.weight", w.pos_emb);
+    if (opt) {
+        f("model.decoder.embed_tokens.weight", w.tok_emb, {V, C});
+        f("model.decoder.embed_positions.weight", w.pos_emb, {cfg.max_seq_len + cfg.pos_offset, C});
         for (size_t i = 0; i < w.layers.size(); ++i) {
             auto& L = w.layers[i];
             const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
-            f(p + "self_attn_layer_norm.weight", L.attn_norm);
-            f(p + "self_attn_layer_norm.bias", L.attn_norm_bias);
-            f(p + "self_attn.q_proj.weight", L.wq);
-            f(p + "self_attn.q_proj.bias", L.bq);
-            f(p + "self_attn.k_proj.weight", L.wk);
-            f(p + "self_attn.k_proj.bias", L.bk);
-            f(p + "self_attn.v_proj.weight", L.wv);
-            f(p + "self_attn.v_proj.bias", L.bv);
-            f(p + "self_attn.out_proj.weight", L.wo);
-            f(p + "self_attn.out_proj.bias", L.bo);
-            f(p + "final_layer_norm.weight", L.ffn_norm);
-            f(p + "final_layer_norm.bias", L.ffn_norm_bias);
-            f(p + "fc1.weight", L.w_up);
-            f(p + "fc1.bias", L.b_up);
-            f(p + "fc2.weight", L.w_down);
-            f(p + "fc2.bias", L.b_down);
+            f(p + "self_attn_layer_norm.weight", L.attn_norm, {C});
+            f(p + "self_attn_layer_norm.bias", L.attn_norm_bias, {C});
+            f(p + "self_attn.q_proj.weight", L.wq, {Q, C});
+            f(p + "self_attn.q_proj.bias", L.bq, {Q});
+            f(p + "self_attn.k_proj.weight", L.wk, {KV, C});
+            f(p + "self_attn.k_proj.bias", L.bk, {KV});
+            f(p + "self_attn.v_proj.weight", L.wv, {KV, C});
+            f(p + "self_attn.v_proj.bias", L.bv, {KV});
+            f(p + "self_attn.out_proj.weight", L.wo, {C, Q});
+            f(p + "self_attn.out_proj.bias", L.bo, {C});
+            f(p + "final_layer_norm.weight", L.ffn_norm, {C});
+            f(p + "final_layer_norm.bias", L.ffn_norm_bias, {C});
+            f(p + "fc1.weight", L.w_up, {H, C});
+            f(p + "fc1.bias", L.b_up, {H});
+            f(p + "fc2.weight", L.w_down, {C, H});
+            f(p + "fc2.bias", L.b_down, {C});
         }
-        f("model.decoder.final_layer_norm.weight", w.final_norm);
-        f("model.decoder.final_layer_norm.bias", w.final_norm_bias);
+        f("model.decoder.final_layer_norm.weight", w.final_norm, {C});
+        f("model.decoder.final_layer_norm.bias", w.final_norm_bias, {C});
     } else {
-        f("model.embed_tokens.weight", w.tok_emb);
+        f("model.embed_tokens.weight", w.tok_emb, {V, C});
         for (size_t i = 0; i < w.layers.size(); ++i) {
             auto& L = w.layers[i];
             const std::string p = "model.layers." + std::to_string(i) + ".";
-            f(p + "input_layernorm.weight", L.attn_norm);
-            f(p + "self_attn.q_proj.weight", L.wq);
-            f(p + "self_attn.q_proj.bias", L.bq);
-            f(p + "self_attn.k_proj.weight", L.wk);
-            f(p + "self_attn.k_proj.bias", L.bk);
-            f(p + "self_attn.v_proj.weight", L.wv);
-            f(p + "self_attn.v_proj.bias", L.bv);
-            f(p + "self_attn.o_proj.weight", L.wo);
-            f(p + "self_attn.o_proj.bias", L.bo);
-            f(p + "post_attention_layernorm.weight", L.ffn_norm);
-            f(p + "mlp.gate_proj.weight", L.w_gate);
-            f(p + "mlp.up_proj.weight", L.w_up);
-            f(p + "mlp.down_proj.weight", L.w_down);
+            f(p + "input_layernorm.weight", L.attn_norm, {C});
+            f(p + "self_attn.q_proj.weight", L.wq, {Q, C});
+            f(p + "self_attn.q_proj.bias", L.bq, {Q}, cfg.qkv_bias);
+            f(p + "self_attn.k_proj.weight", L.wk, {KV, C});
+            f(p + "self_attn.k_proj.bias", L.bk, {KV}, cfg.qkv_bias);
+            f(p + "self_attn.v_proj.weight", L.wv, {KV, C});
+            f(p + "self_attn.v_proj.bias", L.bv, {KV}, cfg.qkv_bias);
+            f(p + "self_attn.o_proj.weight", L.wo, {C, Q});
+            f(p + "self_attn.o_proj.bias", L.bo, {C}, false);
+            f(p + "post_attention_layernorm.weight", L.ffn_norm, {C});
+            f(p + "mlp.gate_proj.weight", L.w_gate, {H, C});
+            f(p + "mlp.up_proj.weight", L.w_up, {H, C});
+            f(p + "mlp.down_proj.weight", L.w_down, {C, H});
         }
-        f("model.norm.weight", w.final_norm);
+        f("model.norm.weight", w.final_norm, {C});
     }
-    if (!cfg.tied_embeddings) f("lm_head.weight", w.lm_head);
+    if (!cfg.tied_embeddings) f("lm_head.weight", w.lm_head, {V, C});
+}
+
+template <typename W, typename Fn>
+void visit(const ModelConfig& cfg, W& w, const Fn& fn) {
+    visit_slots(cfg, w, [&](const WeightSlot& s, auto& t) {
+        if (t.defined()) fn(s.name, t);
+    });
 }
 
 }  // namespace
 
 void ModelWeights::for_each(const ModelConfig& cfg, const std::function<void(const std::string&, at::Tensor&)>& fn) {
     visit(cfg, *this, fn);
+}
+void ModelWeights::for_each_slot(const ModelConfig& cfg,
+                                 const std::function<void(const WeightSlot&, at::Tensor&)>& fn) {
+    visit_slots(cfg, *this, fn);
 }
 void ModelWeights::for_each(const ModelConfig& cfg,
                             const std::function<void(const std::string&, const at::Tensor&)>& fn) const {

@@ -23,6 +23,14 @@ struct LayerWeights {
     at::Tensor b_up, b_down;               // OPT fc1 / fc2 biases
 };
 
+// One tensor of an architecture as a Hugging Face directory stores it.
+struct WeightSlot {
+    std::string name;            // "model.layers.0.self_attn.q_proj.weight"
+    std::vector<int64_t> shape;  // expected from the config
+    bool stored = true;          // a Hugging Face checkpoint of this config holds it (false: the q/k/v biases
+                                 // without qkv_bias, the Llama-family o_proj bias; other loaders may fill them)
+};
+
 struct ModelWeights {
     at::Tensor tok_emb;                     // (V, C)
     at::Tensor pos_emb;                     // OPT learned positions (max_pos + offset, C)
@@ -34,6 +42,10 @@ struct ModelWeights {
     // ("model.layers.0.self_attn.q_proj.weight", ...). The lm_head is skipped when tied.
     void for_each(const ModelConfig& cfg, const std::function<void(const std::string&, at::Tensor&)>& fn);
     void for_each(const ModelConfig& cfg, const std::function<void(const std::string&, const at::Tensor&)>& fn) const;
+    // The one list of Hugging Face names (for_each and the Hugging Face reader use it): every slot of the
+    // architecture, defined or not, in the same order as for_each, with its expected shape. `layers` must
+    // already have cfg.n_layers entries.
+    void for_each_slot(const ModelConfig& cfg, const std::function<void(const WeightSlot&, at::Tensor&)>& fn);
 };
 
 // Row permutation between Meta/GGUF interleaved RoPE order and Hugging Face rotate-half order for a
