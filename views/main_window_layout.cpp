@@ -168,7 +168,7 @@ void MainWindow::buildDocks() {
         if (!f.isEmpty()) loadTextFile(f);
     });
     connect(quant_panel_, &QuantPanel::runRequested, this, &MainWindow::runQuantization);
-    connect(quant_panel_, &QuantPanel::cancelRequested, this, [this] { workers_->quant()->requestCancel(); });
+    connect(quant_panel_, &QuantPanel::cancelRequested, this, [this] { quant_ctl_->cancelQuantization(); });
 
     connect(search_panel_, &SearchPanel::newRequested, this, &MainWindow::newSearch);
     connect(search_panel_, &SearchPanel::stepRequested, this, &MainWindow::searchStep);

@@ -10,8 +10,17 @@ QuantController::QuantController(QuantWorker* quant, ExportWorker* exporter, std
     : QObject(parent), quant_(quant), exporter_(exporter), inputs_(std::move(inputs)) {
     connectWorker(quant_, this,
                   {[this](double f, const QString& w) { emit quantProgress(f, w); },
-                   [this](const QString& m) { emit quantFailed(m); }, [this] { emit quantCancelled(); }, {}});
+                   [this](const QString& m) {
+                       quantizing_ = false;
+                       emit quantFailed(m);
+                   },
+                   [this] {
+                       quantizing_ = false;
+                       emit quantCancelled();
+                   },
+                   [this] { quantizing_ = false; }});
     connect(quant_, &QuantWorker::quantized, this, [this](const QuantResultPtr& r) {
+        quantizing_ = false;
         if (!model_ || r->model_key != model_->model.get()) {
             emit quantDropped();
             return;
@@ -59,7 +68,7 @@ void QuantController::quantize() {
         emit error(tr("Open a model first"));
         return;
     }
-    if (quant_->isBusy()) return;
+    if (quantizing_ || quant_->isBusy()) return;
     if (model_->package) {
         emit log(tr("The package's scheme is fixed: its perplexities are those measured at export"));
         return;
@@ -78,7 +87,8 @@ void QuantController::quantize() {
                  .arg(cushion::granularity_name(req.settings.act))
                  .arg(req.settings.smoothquant_on() ? " SmoothQuant" : ""));
     QuantWorker* w = quant_;
-    WorkerThreads::post(w, [w, req] { w->quantize(req); });
+    quantizing_ = true;
+    quant_job_ = WorkerThreads::post(w, [w, req] { w->quantize(req); });
 }
 
 void QuantController::exportPackage(const ExportTarget& t) {
@@ -114,6 +124,10 @@ void QuantController::exportPackage(const ExportTarget& t) {
     emit log(tr("Exporting to %1").arg(t.dir));
     ExportWorker* w = exporter_;
     export_job_ = WorkerThreads::post(w, [w, req] { w->exportPackage(req); });
+}
+
+void QuantController::cancelQuantization() {
+    if (quantizing_) quant_job_.cancel();
 }
 
 void QuantController::cancelExport() {

@@ -2,7 +2,7 @@
 // the package export (the export dialog, ExportWorker). The rules live here: one quantization at a time, an
 // opened package's scheme is fixed, an export needs a model that is not a package, a cushion and a
 // directory. cancelExport() stops the export job only: a session save on the same worker, posted before or
-// after, runs. The window maps the signals onto the panel and the dialog; tests drive it alone
+// after, runs; cancelQuantization() likewise stops this controller's quantize job only (a token per job). The window maps the signals onto the panel and the dialog; tests drive it alone
 // (tests/gui/test_controllers.cpp).
 #pragma once
 #include <QObject>
@@ -38,8 +38,10 @@ public:
     void quantize();
     void exportPackage(const ExportTarget& target);
     void cancelExport();  // the export job only
+    void cancelQuantization();  // the quantize job only (not another job on the quant worker)
 
     bool exporting() const { return exporting_; }
+    bool quantizing() const { return quantizing_; }  // posted and not yet ended
     QuantRequest lastQuantization() const { return last_quant_; }
     ExportRequest lastExport() const { return last_export_; }
 
@@ -65,8 +67,8 @@ private:
     ExportWorker* exporter_;
     std::function<Inputs()> inputs_;
     ModelInfoPtr model_;
-    bool exporting_ = false;
-    cushion::CancelToken export_job_;
+    bool exporting_ = false, quantizing_ = false;
+    cushion::CancelToken export_job_, quant_job_;
     QuantRequest last_quant_;
     ExportRequest last_export_;
 };

@@ -32,6 +32,8 @@ public:
     // still queued. A job posted afterwards has its own token and runs.
     void requestCancel();
     bool isBusy() const { return busy_.load(); }
+    // On the worker's thread: the running job was cancelled.
+    bool jobCancelled() const { return current_.cancelled(); }
 
 signals:
     void started(const QString& what);
@@ -46,7 +48,6 @@ protected:
     // Reports progress (at most 10 a second: each one repaints the window) scaled into [lo, hi]; returns false
     // when the running job was cancelled.
     bool report(double fraction, const std::string& what, double lo = 0, double hi = 1);
-    bool jobCancelled() const { return current_.cancelled(); }  // the running job was cancelled
     std::atomic<bool> busy_{false};
     qint64 last_report_ms_ = -1000;
 

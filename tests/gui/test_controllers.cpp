@@ -447,6 +447,42 @@ private slots:
         QCOMPARE(cancelled.count(), 1);
     }
 
+    // The Quantization panel's Cancel stops the controller's own quantize job: a job posted on the quant worker
+    // before it (someone else's) is not cancelled (the worker's requestCancel() would cancel it); one
+    // quantization at a time; the next quantization runs to its result.
+    void cancellingTheQuantizationStopsItsJobOnly() {
+        QSignalSpy started(quant_.get(), &QuantController::quantStarted),
+            cancelled(quant_.get(), &QuantController::quantCancelled), quantized(quant_.get(), &QuantController::quantized);
+        QuantWorker* w = workers_->quant();
+        auto release = std::make_shared<std::atomic<bool>>(false);
+        auto other_cancelled = std::make_shared<std::atomic<int>>(-1);
+        WorkerThreads::post(w, [w, release, other_cancelled] {
+            while (!release->load()) QThread::msleep(2);
+            *other_cancelled = w->jobCancelled() ? 1 : 0;
+        });
+        quant_->quantize();
+        QVERIFY(quant_->quantizing());
+        QCOMPARE(started.count(), 1);
+        quant_->quantize();  // one at a time: nothing posted
+        QCOMPARE(started.count(), 1);
+        quant_->cancelQuantization();
+        *release = true;
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, 60000);
+        QTRY_VERIFY_WITH_TIMEOUT(other_cancelled->load() >= 0, 10000);
+        QCOMPARE(other_cancelled->load(), 0);
+        QCOMPARE(quantized.count(), 0);
+        QVERIFY(!quant_->quantizing());
+        quant_->cancelQuantization();  // nothing running: no effect on the next one
+
+        quant_->quantize();
+        QCOMPARE(started.count(), 2);
+        QTRY_COMPARE_WITH_TIMEOUT(quantized.count(), 1, 240000);
+        QCOMPARE(cancelled.count(), 1);
+        QVERIFY(!quant_->quantizing());
+        const QuantResultPtr r = quantized.at(0).at(0).value<QuantResultPtr>();
+        QVERIFY(r->q_ppl > 0 && r->fp_ppl > 0);
+    }
+
     void cleanupTestCase() {
         quant_.reset();
         probe_.reset();
