@@ -3,7 +3,10 @@
 // read the perplexities and the chart, cancel, step the greedy search (override a step, undo, score
 // first, run / pause / cancel), tune the prefix with live loss curves, export a package with progress and
 // cancel, save a session and reopen it in a new window, see errors in the window, drag and drop a model,
-// and get the session back from the settings. Screenshots of each stage go to CUSHION_SCREENSHOT_DIR (build/screenshots, or resources/screenshots with -DCUSHION_UPDATE_SCREENSHOTS=ON).
+// and get the session back from the settings. Each test function sets up what it needs through small idempotent
+// helpers (ensureModelLoaded, ensureHeatmap, ensureSearchStepped, ensureTuned, ensureExported: the UI steps,
+// only when not yet done), so they pass in any order (ctest gui_studio_tests_order runs them reversed:
+// tests/gui/run_shuffled.py). Screenshots of each stage go to CUSHION_SCREENSHOT_DIR (build/screenshots, or resources/screenshots with -DCUSHION_UPDATE_SCREENSHOTS=ON).
 #include <QAction>
 #include <QApplication>
 #include <QDir>
@@ -157,7 +160,12 @@ bool isSortedByLoss(SearchPanel* sp, const SearchScores& sc) {
 class TestStudio : public QObject {
     Q_OBJECT
     std::unique_ptr<MainWindow> w_;
-    QTemporaryDir package_dir_;  // the package exported by the export test, opened later
+    QTemporaryDir package_dir_;  // the packages exported here (the export test's, or ensureExported's)
+    QString exported_pkg_;       // a package exported with W8A8 per-tensor-static, for the test that opens it
+    bool searched_ = false;      // w_ has started a search (its first one shows the before / after view)
+
+    static constexpr const char* kStory =
+        "Once upon a time, there was a little cat named Tom. Tom liked to play with a red ball.";
 
     void typePrompt(const QString& text) {
         QPlainTextEdit* e = w_->promptPanel()->editor();
@@ -165,6 +173,126 @@ class TestStudio : public QObject {
         e->setFocus();
         QTest::keyClicks(e, text);
     }
+
+    // ---- Set-up helpers: each does the UI steps only when they are not done yet, so that any test can run
+    // first (and after any other). They return false when the step did not come about in time.
+
+    // The default model (stories260K.bin, llama2c), not a package or the GGUF copy another test opened.
+    bool ensureModelLoaded() {
+        const auto isDefault = [this] {
+            const ModelInfoPtr m = w_->model();
+            return m && !m->package && m->format == "llama2c" && m->path.endsWith("stories260K.bin");
+        };
+        if (isDefault()) return true;
+        w_->openDefaultModel();
+        if (!QTest::qWaitFor(isDefault, 120000)) return false;
+        // The prompt's probe on the new model has landed (a test's spy hears only its own).
+        return w_->promptPanel()->text().isEmpty() ||
+               QTest::qWaitFor([this] { return w_->heatmap() && w_->heatmap()->model_key == w_->model()->model.get(); },
+                               120000);
+    }
+    // The default model's heatmaps of kStory at the down-projection input (site 3), on the activation tab.
+    bool ensureHeatmap() {
+        if (!ensureModelLoaded()) return false;
+        w_->centreTabs()->setCurrentIndex(0);
+        if (w_->site() != 3) w_->setSite(3);
+        if (w_->promptPanel()->text() != QString(kStory)) typePrompt(kStory);
+        return QTest::qWaitFor(
+            [this] {
+                const HeatmapDataPtr d = w_->heatmap();
+                return d && d->model_key == w_->model()->model.get() && d->tokens > 15 && !d->truncated &&
+                       w_->layerCanvas()->cols() == d->tokens && w_->channelCanvas()->rows() == 172;
+            },
+            120000);
+    }
+    // The small search settings of these tests (256 candidates, a 48-token sample).
+    static SearchSettings smallSearch() {
+        SearchSettings s;
+        s.tau = 1.0;  // accept any improvement: every step grows the prefix
+        s.max_prefix = 5;
+        s.sample_tokens = 48;
+        s.candidates = "3-258";
+        s.pruned = false;
+        s.prune_window = 12;
+        s.prune_keep = 8;
+        return s;
+    }
+    // A search on the default model with a cushion (one step at least) and the small settings.
+    bool ensureSearchStepped() {
+        if (!ensureHeatmap()) return false;
+        const SearchSnapshotPtr s = w_->searchSnapshot();
+        if (s && !w_->searchBusy() && s->prefix.size() >= 2 && !s->done && s->settings.candidates == "3-258" &&
+            s->settings.sample_tokens == 48)
+            return true;
+        return freshSearch();
+    }
+    // A new search with the small settings, one step made.
+    bool freshSearch() {
+        if (!ensureHeatmap()) return false;
+        if (!QTest::qWaitFor([this] { return !w_->searchBusy() && !w_->tuneBusy(); }, 120000)) return false;
+        SearchPanel* sp = w_->searchPanel();
+        sp->setSettings(smallSearch());
+        QSignalSpy su(w_.get(), &MainWindow::searchUpdated);
+        QTest::mouseClick(sp->newButton(), Qt::LeftButton);
+        searched_ = true;
+        if (!QTest::qWaitFor([&] { return su.count() >= 1 && !w_->searchBusy(); }, 120000) ||
+            w_->searchSnapshot()->prefix.size() != 1)
+            return false;
+        QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
+        return QTest::qWaitFor([&] { return su.count() >= 2 && !w_->searchBusy(); }, 180000) &&
+               w_->searchSnapshot()->prefix.size() == 2;
+    }
+    // The small tuning settings of these tests (2 epochs of 3 batches of 3 documents cut to 48 tokens).
+    void setSmallTuning() {
+        TuneSettings t = w_->tunePanel()->settings();
+        t.epochs = 2;
+        t.batch = 3;
+        t.doc_tokens = 48;
+        t.eval_docs = 3;
+        w_->tunePanel()->setSettings(t);
+    }
+    // A finished tuning of the search's cushion: the current cushion is the tuned one.
+    bool ensureTuned() {
+        if (!ensureSearchStepped()) return false;
+        if (w_->cushionIsTuned() && w_->tuneSnapshot() && w_->tuneSnapshot()->done && !w_->tuneBusy()) return true;
+        setSmallTuning();
+        TunePanel* tp = w_->tunePanel();
+        if (!tp->startButton()->isEnabled()) return false;
+        QTest::mouseClick(tp->startButton(), Qt::LeftButton);
+        return QTest::qWaitFor([&] { return w_->tuneSnapshot() && w_->tuneSnapshot()->done && !w_->tuneBusy() &&
+                                            w_->cushionIsTuned(); }, 240000);
+    }
+    // W8A8 per-tensor-static, the scheme of the exported package.
+    static cushion::QuantConfig w8a8Static() {
+        cushion::QuantConfig s;
+        s.wbits = 8;
+        s.abits = 8;
+        s.act = cushion::ActGranularity::PerTensorStatic;
+        return s;
+    }
+    // A package exported with W8A8 per-tensor-static and 3 evaluation documents: its directory, or empty.
+    QString ensureExported() {
+        if (!exported_pkg_.isEmpty() && QFileInfo::exists(exported_pkg_ + "/quantization.json")) return exported_pkg_;
+        if (!ensureSearchStepped()) return QString();
+        QuantPanel* q = w_->quantPanel();
+        const cushion::QuantConfig old = q->settings();
+        q->setSettings(w8a8Static());
+        const QString pkg = package_dir_.filePath(QString("package-%1").arg(++packages_));
+        QTest::keyClick(w_.get(), Qt::Key_E, Qt::ControlModifier);
+        ExportDialog* d = w_->exportDialog();
+        if (!d || !QTest::qWaitFor([d] { return d->isVisible(); }, 5000)) return QString();
+        d->setDirectory(pkg);
+        d->setEvalDocs(3);
+        QSignalSpy done(w_.get(), &MainWindow::exportDone);
+        QTest::mouseClick(d->exportButton(), Qt::LeftButton);
+        const bool ok = QTest::qWaitFor([&] { return done.count() == 1; }, 180000);
+        d->hide();
+        q->setSettings(old);
+        if (!ok || !QFileInfo::exists(pkg + "/quantization.json")) return QString();
+        exported_pkg_ = pkg;
+        return pkg;
+    }
+    int packages_ = 0;
 
 private slots:
     void initTestCase() {
@@ -174,6 +302,15 @@ private slots:
         QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
         w_->activateWindow();  // shortcuts go to the active window
         QVERIFY(QTest::qWaitForWindowActive(w_.get()));
+    }
+
+    // Before each test: no error banner left by the one before, the window active (shortcuts go to it).
+    void init() {
+        if (auto* banner = w_->findChild<QWidget*>("errorBanner")) banner->hide();
+        if (!w_->isActiveWindow()) {
+            w_->activateWindow();
+            QVERIFY(QTest::qWaitForWindowActive(w_.get()));
+        }
     }
 
     void opensDefaultModel() {
@@ -193,8 +330,14 @@ private slots:
     }
 
     void typingAPromptRefreshesTheHeatmapOnceAfterTheDebounce() {
+        QVERIFY(ensureModelLoaded());
+        w_->centreTabs()->setCurrentIndex(0);
+        w_->setSite(3);
+        if (!w_->promptPanel()->text().isEmpty())  // the probe the set-up posted has landed
+            QTRY_VERIFY_WITH_TIMEOUT(w_->heatmap() && w_->heatmap()->model_key == w_->model()->model.get(), 120000);
+        QTest::qWait(2 * w_->promptPanel()->debounceMs());
         QSignalSpy updated(w_.get(), &MainWindow::heatmapUpdated);
-        typePrompt("Once upon a time, there was a little cat named Tom. Tom liked to play with a red ball.");
+        typePrompt(kStory);
         QTRY_VERIFY_WITH_TIMEOUT(updated.count() >= 1, 120000);
         QTest::qWait(2 * w_->promptPanel()->debounceMs());
         QCOMPARE(updated.count(), 1);  // many keystrokes, one probe
@@ -215,6 +358,7 @@ private slots:
     }
 
     void hoverShowsTokenLayerAndValue() {
+        QVERIFY(ensureHeatmap());
         HeatmapCanvas* c = w_->layerCanvas();
         const HeatmapDataPtr d = w_->heatmap();
         const int t = 6, l = 2;
@@ -231,6 +375,7 @@ private slots:
     }
 
     void clickSelectsTokenAndLayerForTheChannelMap() {
+        QVERIFY(ensureHeatmap());
         HeatmapCanvas* c = w_->layerCanvas();
         QSignalSpy clicked(c, &HeatmapCanvas::cellClicked);
         QTest::mouseClick(c, Qt::LeftButton, {}, c->cellCenter(3, 4).toPoint());
@@ -251,9 +396,12 @@ private slots:
     }
 
     void wheelZoomsAndDragPansBothMapsTogether() {
+        QVERIFY(ensureHeatmap());
         HeatmapCanvas* c = w_->layerCanvas();
         HeatmapCanvas* ch = w_->channelCanvas();
         c->resetView();
+        QTest::mouseClick(c, Qt::LeftButton, {}, c->cellCenter(3, 4).toPoint());  // a selection the drag keeps
+        QCOMPARE(c->selection(), QPoint(4, 3));
         const double w0 = c->view().width();
         const QPointF at = c->plotRect().center();
         QWheelEvent wheel(at, c->mapToGlobal(at), QPoint(), QPoint(0, 360), Qt::NoButton, Qt::NoModifier,
@@ -273,6 +421,7 @@ private slots:
     }
 
     void shortcutsSwitchTheProbeSite() {
+        QVERIFY(ensureHeatmap());
         QTest::keyClick(w_.get(), Qt::Key_1, Qt::AltModifier);
         QCOMPARE(w_->site(), 0);
         QCOMPARE(w_->channelCanvas()->rows(), 64);  // q/k/v input: dim channels
@@ -284,6 +433,7 @@ private slots:
     }
 
     void quantizationShowsPerplexitiesAndPerLayerChart() {
+        QVERIFY(ensureModelLoaded());
         QuantPanel* q = w_->quantPanel();
         cushion::QuantConfig s;
         s.wbits = 8;
@@ -346,6 +496,7 @@ private slots:
             QVERIFY(out.open(QIODevice::WriteOnly));
             for (int i = 0; i < 300; ++i) out.write(text);
         }
+        QVERIFY(ensureModelLoaded());
         QuantPanel* q = w_->quantPanel();
         const QString calib = q->calibPath(), old_eval = q->evalPath();
         q->setTextPaths(calib, eval);
@@ -377,14 +528,7 @@ private slots:
         QTRY_VERIFY_WITH_TIMEOUT(heat.count() >= 1, 120000);
 
         SearchPanel* sp = w_->searchPanel();
-        SearchSettings s;
-        s.tau = 1.0;  // accept any improvement: every step here grows the prefix
-        s.max_prefix = 5;
-        s.sample_tokens = 48;
-        s.candidates = "3-258";
-        s.pruned = false;
-        s.prune_window = 12;
-        s.prune_keep = 8;
+        const SearchSettings s = smallSearch();
         sp->setSettings(s);
         w_->searchDock()->raise();
         QVERIFY(sp->isEnabled());
@@ -393,8 +537,10 @@ private slots:
         QSignalSpy su(w_.get(), &MainWindow::searchUpdated);
 
         // Step 1 (exhaustive over 256 candidates), measuring the GUI thread's longest stall.
+        const bool first_search = !searched_;
         StallMeter meter;
         QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
+        searched_ = true;
         QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 2 && !w_->searchBusy(), 180000);  // started, stepped
         const qint64 stall1 = meter.stop();
         SearchSnapshotPtr s1 = w_->searchSnapshot();
@@ -482,8 +628,10 @@ private slots:
         QVERIFY(!s6->history.back().overridden);
         QVERIFY(std::fabs(s6->loss - s5->scores->best_loss) <= 1e-6 * s6->loss);
 
-        // Before / after heatmaps of the prompt, side by side on one scale.
-        QCOMPARE(w_->centreTabs()->currentIndex(), 1);
+        // Before / after heatmaps of the prompt, side by side on one scale: the window's first search showed
+        // them (after another test's search, they are shown here).
+        if (first_search) QCOMPARE(w_->centreTabs()->currentIndex(), 1);
+        w_->centreTabs()->setCurrentIndex(1);
         QTRY_VERIFY_WITH_TIMEOUT(w_->comparison() && w_->comparison()->prefix_len == 3, 120000);
         const CompareDataPtr cmp = w_->comparison();
         QCOMPARE(cmp->before->tokens, cmp->after->tokens + 1);  // the text has no <bos> after the cushion
@@ -500,6 +648,7 @@ private slots:
     }
 
     void searchCancelsMidStepAndRunPausesBetweenSteps() {
+        QVERIFY(ensureSearchStepped());
         SearchPanel* sp = w_->searchPanel();
         QSignalSpy su(w_.get(), &MainWindow::searchUpdated);
         const SearchSettings small = w_->searchSnapshot()->settings;
@@ -513,6 +662,7 @@ private slots:
         big.pruned = false;
         sp->setSettings(big);
         QTest::mouseClick(sp->newButton(), Qt::LeftButton);
+        searched_ = true;
         QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 1 && !w_->searchBusy(), 120000);
         const SearchSnapshotPtr s0 = w_->searchSnapshot();
         QCOMPARE(int(s0->prefix.size()), 1);
@@ -569,6 +719,10 @@ private slots:
     }
 
     void tuningShowsLiveLossCurvesAndPerplexity() {
+        // A search step since the last tuning (if any), as after the search tests: the tuning starts afresh.
+        QTRY_VERIFY_WITH_TIMEOUT(!w_->tuneBusy(), 120000);
+        QVERIFY(w_->tuneSnapshot() ? freshSearch() : ensureSearchStepped());
+        w_->centreTabs()->setCurrentIndex(1);  // the before / after view, as the search tests leave it
         TunePanel* tp = w_->tunePanel();
         QVERIFY(tp->startButton()->isEnabled());
         TuneSettings t;
@@ -628,15 +782,12 @@ private slots:
     }
 
     void exportWritesAPackageWithProgressAndCancel() {
+        QVERIFY(ensureSearchStepped());
         QuantPanel* q = w_->quantPanel();
         const cushion::QuantConfig old = q->settings();
-        cushion::QuantConfig s;
-        s.wbits = 8;
-        s.abits = 8;
-        s.act = cushion::ActGranularity::PerTensorStatic;
-        q->setSettings(s);
+        q->setSettings(w8a8Static());
         QTemporaryDir& dir = package_dir_;  // kept: openingAnExportedPackage... opens it
-        const QString pkg = dir.filePath("package");
+        const QString pkg = dir.filePath(QString("package-%1").arg(++packages_));
         QTest::keyClick(w_.get(), Qt::Key_E, Qt::ControlModifier);
         ExportDialog* d = w_->exportDialog();
         QVERIFY(d);
@@ -655,6 +806,7 @@ private slots:
         QVERIFY(d->resultText().contains("W8A8"));
         QVERIFY(w_->errorText().isEmpty());
         screenshotWithDialog(w_.get(), d, "studio_export");
+        exported_pkg_ = pkg;
 
         // Cancel: a long evaluation text so the export is still running; nothing is left behind.
         const QString eval = dir.filePath("long-eval.txt");
@@ -687,6 +839,7 @@ private slots:
     }
 
     void sessionSavesAndReopensInANewWindow() {
+        QVERIFY(ensureTuned());
         QTemporaryDir dir;
         const QString path = dir.filePath("story.cushionstudio");
         QSignalSpy saved(w_.get(), &MainWindow::sessionSaved);
@@ -758,6 +911,9 @@ private slots:
     void sessionResumesTuningWhereItStopped() {
         // Tune part of the way, pause, save; a new window reopens the session and resumes: the same batches
         // as this window going on (the tuner's state, Adam's moments included, travels in "<name>.tuner").
+        QVERIFY(ensureSearchStepped());
+        QTRY_VERIFY_WITH_TIMEOUT(!w_->tuneBusy(), 120000);
+        setSmallTuning();
         TunePanel* tp = w_->tunePanel();
         w_->tuneDock()->raise();
         QVERIFY(tp->startButton()->isEnabled());
@@ -815,7 +971,8 @@ private slots:
     }
 
     void openingAnExportedPackageShowsItsSchemeAndCushion() {
-        const QString pkg = package_dir_.filePath("package");
+        const QString pkg = ensureExported();
+        QVERIFY(!pkg.isEmpty());
         QJsonObject info;
         {
             QFile f(pkg + "/quantization.json");
@@ -913,6 +1070,7 @@ private slots:
     }
 
     void errorsAppearInTheWindowNotAsACrash() {
+        QVERIFY(ensureModelLoaded());
         const ModelInfoPtr before = w_->model();
         QSignalSpy err(w_.get(), &MainWindow::errorShown);
         w_->openModel("/nonexistent/model.bin");
@@ -934,6 +1092,7 @@ private slots:
     }
 
     void dragAndDropOpensAModel() {
+        QVERIFY(ensureHeatmap());  // the default model (one recent file) and a prompt to probe
         QSignalSpy loaded(w_.get(), &MainWindow::modelLoaded);
         auto* mime = new QMimeData;
         mime->setUrls({QUrl::fromLocalFile(resource("models/stories260K/stories260K.gguf"))});
@@ -951,6 +1110,7 @@ private slots:
     }
 
     void loadingATextFileProbesIt() {
+        QVERIFY(ensureModelLoaded());
         QSignalSpy updated(w_.get(), &MainWindow::heatmapUpdated);
         w_->loadTextFile(resource("text/tinystories-eval.txt"));
         QTRY_VERIFY_WITH_TIMEOUT(updated.count() >= 1, 120000);
@@ -962,6 +1122,20 @@ private slots:
     }
 
     void settingsBringTheSessionBack() {
+        // The last model opened is the GGUF copy (after the default one: two recent files); the scheme chosen
+        // last is W4A4 per token.
+        QVERIFY(ensureModelLoaded());
+        {
+            QSignalSpy loaded(w_.get(), &MainWindow::modelLoaded);
+            w_->openModel(resource("models/stories260K/stories260K.gguf"));
+            QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 1, 120000);
+            QCOMPARE(w_->model()->format, QString("gguf"));
+        }
+        cushion::QuantConfig q4;
+        q4.wbits = 4;
+        q4.abits = 4;
+        q4.act = cushion::ActGranularity::PerToken;
+        w_->quantPanel()->setSettings(q4);
         const QString prompt = "The dog ran to the park.";
         QSignalSpy updated(w_.get(), &MainWindow::heatmapUpdated);
         w_->promptPanel()->setText(prompt);
@@ -970,6 +1144,7 @@ private slots:
         w_->close();
         w_.reset();
         w_ = std::make_unique<MainWindow>(MainWindow::Options{true});
+        searched_ = false;
         w_->show();
         QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
         QTRY_VERIFY_WITH_TIMEOUT(w_->model() != nullptr, 120000);
@@ -979,6 +1154,8 @@ private slots:
         QTRY_VERIFY_WITH_TIMEOUT(w_->heatmap() != nullptr, 120000);
         QVERIFY(w_->recentFiles().size() >= 2);
         QCOMPARE(w_->quantPanel()->settings().wbits, 4);  // the last scheme used
+        w_->activateWindow();  // the tests after this one use the restored window
+        QVERIFY(QTest::qWaitForWindowActive(w_.get()));
     }
 
     void cleanupTestCase() { w_.reset(); }
