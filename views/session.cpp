@@ -6,6 +6,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 
+#include <climits>
 #include <cmath>
 #include <stdexcept>
 
@@ -29,9 +30,55 @@ qint64 int64Of(const QJsonValue& v, qint64 def, const char* field) {
     return static_cast<qint64>(d);
 }
 
-std::vector<int> idsOf(const QJsonValue& v) {
+[[noreturn]] void badField(const std::string& field, const char* what) {
+    throw std::runtime_error("session file: field '" + field + "' must be " + what);
+}
+
+// Fields read with their type checked: absent (or null) gives the default; present with the wrong type is an error
+// naming the field (a string where a number belongs was silently the default). `prefix` is the section ("search.").
+int intOf(const QJsonObject& o, const char* key, int def, const std::string& prefix) {
+    const std::string field = prefix + key;
+    const qint64 v = int64Of(o[key], def, field.c_str());
+    if (v < INT32_MIN || v > INT32_MAX) badField(field, "a whole number within 32 bits");
+    return static_cast<int>(v);
+}
+double numberOf(const QJsonObject& o, const char* key, double def, const std::string& prefix) {
+    const QJsonValue v = o[key];
+    if (v.isUndefined() || v.isNull()) return def;
+    if (!v.isDouble()) badField(prefix + key, "a number");
+    return v.toDouble();
+}
+bool boolOf(const QJsonObject& o, const char* key, bool def, const std::string& prefix) {
+    const QJsonValue v = o[key];
+    if (v.isUndefined() || v.isNull()) return def;
+    if (!v.isBool()) badField(prefix + key, "true or false");
+    return v.toBool();
+}
+QString stringOf(const QJsonObject& o, const char* key, const QString& def, const std::string& prefix) {
+    const QJsonValue v = o[key];
+    if (v.isUndefined() || v.isNull()) return def;
+    if (!v.isString()) badField(prefix + key, "a string");
+    return v.toString();
+}
+QJsonObject objectOf(const QJsonObject& o, const char* key, const std::string& prefix = "") {
+    const QJsonValue v = o[key];
+    if (v.isUndefined() || v.isNull()) return QJsonObject();
+    if (!v.isObject()) badField(prefix + key, "an object");
+    return v.toObject();
+}
+
+std::vector<int> idsOf(const QJsonObject& o, const char* key, const std::string& prefix) {
+    const QJsonValue v = o[key];
     std::vector<int> out;
-    for (const QJsonValue& x : v.toArray()) out.push_back(x.toInt());
+    if (v.isUndefined() || v.isNull()) return out;
+    if (!v.isArray()) badField(prefix + key, "an array of token ids");
+    const QJsonArray a = v.toArray();
+    for (int i = 0; i < a.size(); ++i) {
+        const std::string field = prefix + key + "[" + std::to_string(i) + "]";
+        const qint64 id = int64Of(a[i], -1, field.c_str());
+        if (a[i].isNull() || id < 0 || id > INT32_MAX) badField(field, "a token id (a whole number >= 0)");
+        out.push_back(static_cast<int>(id));
+    }
     return out;
 }
 
@@ -115,76 +162,87 @@ SessionData sessionFromJson(const QByteArray& json, const QString& session_path)
     QJsonParseError err;
     const QJsonDocument doc = QJsonDocument::fromJson(json, &err);
     if (doc.isNull()) throw std::runtime_error("not a session file (JSON error: " + err.errorString().toStdString() + ")");
+    if (!doc.isObject()) throw std::runtime_error("not a session file (the JSON is not an object)");
     const QJsonObject root = doc.object();
     if (root["format"].toString() != kSessionFormat)
         throw std::runtime_error("not a cushion-studio session file (format '" + root["format"].toString().toStdString() + "')");
     if (root["version"].toInt() != 1)
         throw std::runtime_error("session file version " + std::to_string(root["version"].toInt()) + " is not supported");
+    // Every field's type checked (absent: the default; wrong type: an error naming it, e.g. "search.tau").
     SessionData s;
-    const QJsonObject model = root["model"].toObject();
-    s.model_path = resolve(model["path"].toString(), session_path);
-    s.device = model["device"].toString("cpu");
-    s.dtype = model["dtype"].toString("fp32");
-    s.prompt = root["prompt"].toString();
-    const QJsonObject texts = root["texts"].toObject();
-    s.calib_path = resolve(texts["calibration"].toString(), session_path);
-    s.eval_path = resolve(texts["evaluation"].toString(), session_path);
-    const QJsonObject q = root["quantization"].toObject();
-    s.quant.wbits = q["wbits"].toInt(s.quant.wbits);
+    const QJsonObject model = objectOf(root, "model");
+    s.model_path = resolve(stringOf(model, "path", "", "model."), session_path);
+    s.device = stringOf(model, "device", "cpu", "model.");
+    s.dtype = stringOf(model, "dtype", "fp32", "model.");
+    s.prompt = stringOf(root, "prompt", "", "");
+    const QJsonObject texts = objectOf(root, "texts");
+    s.calib_path = resolve(stringOf(texts, "calibration", "", "texts."), session_path);
+    s.eval_path = resolve(stringOf(texts, "evaluation", "", "texts."), session_path);
+    const QJsonObject q = objectOf(root, "quantization");
+    const std::string qs = "quantization.";
+    s.quant.wbits = intOf(q, "wbits", s.quant.wbits, qs);
     s.quant.group = int64Of(q["group"], s.quant.group, "quantization.group");
-    s.quant.abits = q["abits"].toInt(s.quant.abits);
+    s.quant.abits = intOf(q, "abits", s.quant.abits, qs);
     try {
         s.quant.act = cushion::parse_granularity(
-            q["granularity"].toString(cushion::granularity_name(s.quant.act)).toStdString());
+            stringOf(q, "granularity", cushion::granularity_name(s.quant.act), qs).toStdString());
     } catch (const std::exception& e) {
         throw std::runtime_error("quantization.granularity: " + std::string(e.what()));
     }
-    s.quant.smoothquant_alpha = q["smoothquant"].toBool(false) ? q["alpha"].toDouble(kDefaultSmoothQuantAlpha) : -1;
-    s.quant.kv_bits = q["kv_bits"].toInt(s.quant.kv_bits);
-    const QJsonObject g = root["search"].toObject();
+    s.quant.smoothquant_alpha =
+        boolOf(q, "smoothquant", false, qs) ? numberOf(q, "alpha", kDefaultSmoothQuantAlpha, qs) : -1;
+    s.quant.kv_bits = intOf(q, "kv_bits", s.quant.kv_bits, qs);
+    const QJsonObject g = objectOf(root, "search");
+    const std::string gs = "search.";
     SearchSettings& ss = s.search;
-    ss.start = g["start"].toString(ss.start);
-    ss.tau = g["tau"].toDouble(ss.tau);
-    ss.max_prefix = g["max_prefix"].toInt(ss.max_prefix);
-    ss.sample_tokens = g["sample_tokens"].toInt(ss.sample_tokens);
-    ss.bits = g["bits"].toInt(ss.bits);
-    ss.pruned = g["pruned"].toBool(ss.pruned);
-    ss.prune_window = g["prune_window"].toInt(ss.prune_window);
-    ss.prune_keep = g["prune_keep"].toInt(ss.prune_keep);
-    ss.candidates = g["candidates"].toString(ss.candidates);
-    ss.memory_mb = g["memory_mb"].toInt(ss.memory_mb);
-    s.prefix = idsOf(g["prefix"]);
-    s.search_state = g["state"].toString();
-    const QJsonObject t = root["tuning"].toObject();
+    ss.start = stringOf(g, "start", ss.start, gs);
+    ss.tau = numberOf(g, "tau", ss.tau, gs);
+    ss.max_prefix = intOf(g, "max_prefix", ss.max_prefix, gs);
+    ss.sample_tokens = intOf(g, "sample_tokens", ss.sample_tokens, gs);
+    ss.bits = intOf(g, "bits", ss.bits, gs);
+    ss.pruned = boolOf(g, "pruned", ss.pruned, gs);
+    ss.prune_window = intOf(g, "prune_window", ss.prune_window, gs);
+    ss.prune_keep = intOf(g, "prune_keep", ss.prune_keep, gs);
+    ss.candidates = stringOf(g, "candidates", ss.candidates, gs);
+    ss.memory_mb = intOf(g, "memory_mb", ss.memory_mb, gs);
+    s.prefix = idsOf(g, "prefix", gs);
+    s.search_state = stringOf(g, "state", "", gs);
+    const QJsonObject t = objectOf(root, "tuning");
+    const std::string tsn = "tuning.";
     TuneSettings& ts = s.tune;
-    ts.epochs = t["epochs"].toInt(ts.epochs);
-    ts.batch = t["batch"].toInt(ts.batch);
-    ts.lr = t["lr"].toDouble(ts.lr);
-    ts.lambda = t["lambda"].toDouble(ts.lambda);
-    ts.seed = t["seed"].toInt(ts.seed);
-    ts.doc_tokens = t["doc_tokens"].toInt(ts.doc_tokens);
-    ts.eval_docs = t["eval_docs"].toInt(ts.eval_docs);
-    s.tuner_file = resolve(t["state"].toString(), session_path);
-    for (const QJsonValue& v : t["points"].toArray()) {
-        const QJsonObject o = v.toObject();
+    ts.epochs = intOf(t, "epochs", ts.epochs, tsn);
+    ts.batch = intOf(t, "batch", ts.batch, tsn);
+    ts.lr = numberOf(t, "lr", ts.lr, tsn);
+    ts.lambda = numberOf(t, "lambda", ts.lambda, tsn);
+    ts.seed = intOf(t, "seed", ts.seed, tsn);
+    ts.doc_tokens = intOf(t, "doc_tokens", ts.doc_tokens, tsn);
+    ts.eval_docs = intOf(t, "eval_docs", ts.eval_docs, tsn);
+    s.tuner_file = resolve(stringOf(t, "state", "", tsn), session_path);
+    const QJsonValue points = t["points"];
+    if (!points.isUndefined() && !points.isNull() && !points.isArray()) badField("tuning.points", "an array");
+    const QJsonArray pa = points.toArray();
+    for (int i = 0; i < pa.size(); ++i) {
+        const std::string ps = "tuning.points[" + std::to_string(i) + "].";
+        if (!pa[i].isObject()) badField("tuning.points[" + std::to_string(i) + "]", "an object");
+        const QJsonObject o = pa[i].toObject();
         TunePoint p;
-        p.step = int64Of(o["step"], 0, "tuning.points[].step");
-        p.epoch = o["epoch"].toInt();
-        p.batch = int64Of(o["batch"], 0, "tuning.points[].batch");
-        p.batches_per_epoch = int64Of(o["batches_per_epoch"], 0, "tuning.points[].batches_per_epoch");
-        p.ce = o["ce"].toDouble();
-        p.lq = o["lq"].toDouble();
-        p.total = o["total"].toDouble();
-        p.grad_norm = o["grad_norm"].toDouble();
+        p.step = int64Of(o["step"], 0, (ps + "step").c_str());
+        p.epoch = intOf(o, "epoch", 0, ps);
+        p.batch = int64Of(o["batch"], 0, (ps + "batch").c_str());
+        p.batches_per_epoch = int64Of(o["batches_per_epoch"], 0, (ps + "batches_per_epoch").c_str());
+        p.ce = numberOf(o, "ce", 0, ps);
+        p.lq = numberOf(o, "lq", 0, ps);
+        p.total = numberOf(o, "total", 0, ps);
+        p.grad_norm = numberOf(o, "grad_norm", 0, ps);
         s.tune_points.push_back(p);
     }
     if (root.contains("cushion")) {
-        const QJsonObject c = root["cushion"].toObject();
-        s.cushion_file = resolve(c["file"].toString(), session_path);
-        s.tuned = c["kind"].toString() == "tuned";
-        s.cushion_prefix = idsOf(c["prefix"]);
+        const QJsonObject c = objectOf(root, "cushion");
+        s.cushion_file = resolve(stringOf(c, "file", "", "cushion."), session_path);
+        s.tuned = stringOf(c, "kind", "", "cushion.") == "tuned";
+        s.cushion_prefix = idsOf(c, "prefix", "cushion.");
     }
-    s.site = root["view"].toObject()["site"].toInt(3);
+    s.site = intOf(objectOf(root, "view"), "site", 3, "view.");
     return s;
 }
 

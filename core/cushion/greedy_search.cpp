@@ -19,6 +19,7 @@
 #include "cushion/distributed.h"
 #include "model/non_finite.h"
 #include "base/error.h"
+#include "base/json_file.h"
 #include "quant/quant_config.h"
 #include "base/sha256.h"
 #include "base/threads.h"
@@ -673,52 +674,63 @@ void GreedySearch::restore(const std::string& state) {
     } catch (const std::exception& e) {
         throw Error(std::string("search state: not valid JSON: ") + e.what());
     }
-    if (j.value("format", "") != "cushioncache-search-state") throw Error("search state: not a search state");
-    if (j.value("model_fingerprint", "") != model_->fingerprint())
-        throw Error("search state: made for another model (fingerprint " + j.value("model_fingerprint", "?") +
+    // Every field through JsonFields: a missing one or one of the wrong type is named ("search state: field
+    // 'history.steps[2].lq_before' must be a number, it is \"x\""), never the JSON library's text.
+    const JsonFields root(j, "search state");
+    if (!j.is_object() || root.string_or("format", "") != "cushioncache-search-state")
+        throw Error("search state: not a search state");
+    if (root.string_or("model_fingerprint", "") != model_->fingerprint())
+        throw Error("search state: made for another model (fingerprint " + root.string_or("model_fingerprint", "?") +
                     ", this model is " + model_->fingerprint() + ")");
     const json mine = json::parse(settings_json());
-    const json& theirs = j.at("settings");
+    const JsonFields settings = root.object("settings");
+    const json& theirs = settings.json();
     for (const char* key : {"start", "bits", "sites", "sample_tokens", "sample_sha256", "candidates"})
         if (!theirs.contains(key) || theirs.at(key) != mine.at(key))
             throw Error(std::string("search state: its setting '") + key + "' (" +
                         (theirs.contains(key) ? theirs.at(key).dump() : std::string("missing")) +
                         ") differs from this run's (" + mine.at(key).dump() +
                         "); resume with the same calibration text and settings");
-    const json& h = j.at("history");
-    std::vector<int32_t> prefix = h.at("prefix").get<std::vector<int32_t>>();
+    const JsonFields h = root.object("history");
+    std::vector<int32_t> prefix;
+    for (int64_t t : h.integers("prefix", 0, model_->config.vocab_size - 1)) prefix.push_back(static_cast<int32_t>(t));
     if (prefix.size() < opts_.start_tokens.size() || !std::equal(opts_.start_tokens.begin(), opts_.start_tokens.end(), prefix.begin()))
         throw Error("search state: its prefix does not begin with this run's start tokens");
-    for (auto t : prefix)
-        if (t < 0 || t >= model_->config.vocab_size) throw Error("search state: token id out of range");
     if ((int)prefix.size() > opts_.max_prefix)
         throw Error("search state: its prefix (" + std::to_string(prefix.size()) + " tokens) is longer than --max-prefix");
     std::vector<GreedyHistoryEntry> hist;
-    for (const auto& s : h.at("steps")) {
+    const JsonFields steps = h.array("steps");
+    for (size_t i = 0; i < steps.size(); ++i) {
+        const JsonFields s = steps.at(i);
         GreedyHistoryEntry e;
-        e.step = s.at("step").get<int>();
-        e.token = s.value("token", -1);
-        e.piece = s.value("piece", "");
-        e.loss_before = s.at("lq_before").get<double>();
-        e.loss_after = s.at("lq_after").get<double>();
-        e.best_loss = s.value("best_lq", 0.0);
-        e.accepted = s.at("accepted").get<bool>();
-        e.overridden = s.value("overridden", false);
-        e.pruned = s.value("pruned", false);
-        const std::string kind = s.value("kind", e.pruned ? "pruned" : "exhaustive");
+        e.step = static_cast<int>(s.integer("step", 0, INT32_MAX));
+        e.token = static_cast<int32_t>(s.integer_or("token", -1, -1, INT32_MAX));
+        e.piece = s.string_or("piece", "");
+        e.loss_before = s.number("lq_before");
+        e.loss_after = s.number("lq_after");
+        e.best_loss = s.number_or("best_lq", 0.0);
+        e.accepted = s.boolean("accepted");
+        e.overridden = s.boolean_or("overridden", false);
+        e.pruned = s.boolean_or("pruned", false);
+        const std::string kind = s.string_or("kind", e.pruned ? "pruned" : "exhaustive");
         e.kind = kind == "fast" ? StepKind::Fast : kind == "pruned" ? StepKind::Pruned : StepKind::Exhaustive;
-        e.stop = parse_stop(s.value("stop", ""));
-        e.seconds = s.value("seconds", 0.0);
+        e.stop = parse_stop(s.string_or("stop", ""));
+        e.seconds = s.number_or("seconds", 0.0);
         hist.push_back(e);
     }
+    const double initial = h.number("initial_lq");
+    const int steps_done = static_cast<int>(root.integer_or("steps_done", (int64_t)hist.size(), 0, INT32_MAX));
+    StopReason stop = parse_stop(h.string_or("stop", ""));
+    const double their_tau = settings.number_or("tau", -1.0);
+    // Every field read before anything changes: a bad one leaves the search as it was.
     set_prefix(prefix);
-    initial_loss_ = h.at("initial_lq").get<double>();
+    initial_loss_ = initial;
     history_ = std::move(hist);
-    steps_ = j.value("steps_done", (int)history_.size());
+    steps_ = steps_done;
     // A saved stop holds only if it would happen again: the same tau, or a prefix still at the maximum length.
-    stop_ = parse_stop(h.value("stop", ""));
+    stop_ = stop;
     if (stop_ == StopReason::MaxLength && (int)prefix_.size() < opts_.max_prefix) stop_ = StopReason::None;
-    if (stop_ == StopReason::NoImprovement && theirs.value("tau", -1.0) != opts_.tau) stop_ = StopReason::None;
+    if (stop_ == StopReason::NoImprovement && their_tau != opts_.tau) stop_ = StopReason::None;
     undo_.clear();
     set_last_stop("restored from a checkpoint");
 }

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "model/non_finite.h"
+#include "base/json_file.h"
 #include "cushion/distributed.h"
 #include "model/documents.h"
 #include "quant/quant_config.h"
@@ -403,13 +404,19 @@ void PrefixTuner::restore(const std::map<std::string, at::Tensor>& tensors, cons
     } catch (const std::exception& e) {
         throw Error(std::string("tuning state: not valid JSON: ") + e.what());
     }
-    if (j.value("format", "") != "cushioncache-tune-state") throw Error("tuning state: not a tuning state");
-    if (j.value("model_fingerprint", "") != model_->fingerprint()) throw Error("tuning state: made for another model");
-    if (j.at("prefix_ids").get<std::vector<int32_t>>() != init_.prefix_ids)
-        throw Error("tuning state: made for another prefix");
+    // Every field through JsonFields: a missing one or one of the wrong type is named ("tuning state: field
+    // 'history[3].grad_norm' is missing"), never the JSON library's text.
+    const JsonFields root(j, "tuning state");
+    if (!j.is_object() || root.string_or("format", "") != "cushioncache-tune-state")
+        throw Error("tuning state: not a tuning state");
+    if (root.string_or("model_fingerprint", "") != model_->fingerprint()) throw Error("tuning state: made for another model");
+    std::vector<int32_t> prefix_ids;
+    for (int64_t t : root.integers("prefix_ids", 0, INT32_MAX)) prefix_ids.push_back(static_cast<int32_t>(t));
+    if (prefix_ids != init_.prefix_ids) throw Error("tuning state: made for another prefix");
     const json mine = json::parse(settings_json());
+    const json& theirs = root.object("settings").json();
     for (const char* key : {"lambda", "lr", "epochs", "batch_size", "bits", "sites", "shuffle", "seed", "documents"})
-        if (j.at("settings").value(key, json()) != mine.at(key))
+        if (theirs.value(key, json()) != mine.at(key))
             throw Error(std::string("tuning state: its setting '") + key + "' differs from this run's");
     std::vector<at::Tensor> k, v, mk, vk, mv, vv;
     for (size_t l = 0; l < k_.size(); ++l) {
@@ -433,27 +440,29 @@ void PrefixTuner::restore(const std::map<std::string, at::Tensor>& tensors, cons
         vv.push_back(get("tune.vv." + s, v_[l]));
     }
     std::vector<TuneStepResult> hist;
-    for (const auto& h : j.at("history")) {
+    const JsonFields history = root.array("history");
+    for (size_t i = 0; i < history.size(); ++i) {
+        const JsonFields h = history.at(i);
         TuneStepResult r;
-        r.step = h.at("step");
-        r.epoch = h.at("epoch");
-        r.batch = h.at("batch");
-        r.batches_per_epoch = h.value("nb", int64_t(0));
-        r.ce = h.at("ce");
-        r.lq = h.at("lq");
-        r.total = h.at("total");
-        r.grad_norm = h.at("grad_norm");
-        r.tokens = h.value("tokens", int64_t(0));
-        r.docs = h.value("docs", int64_t(0));
-        r.epoch_end = h.value("epoch_end", false);
-        r.done = h.value("done", false);
-        r.seconds = h.value("seconds", 0.0);
+        r.step = h.integer("step", 0, INT32_MAX);
+        r.epoch = static_cast<int>(h.integer("epoch", 0, INT32_MAX));
+        r.batch = h.integer("batch", 0, INT32_MAX);
+        r.batches_per_epoch = h.integer_or("nb", 0, 0, INT32_MAX);
+        r.ce = h.number("ce");
+        r.lq = h.number("lq");
+        r.total = h.number("total");
+        r.grad_norm = h.number("grad_norm");
+        r.tokens = h.integer_or("tokens", 0, 0, INT64_MAX);
+        r.docs = h.integer_or("docs", 0, 0, INT64_MAX);
+        r.epoch_end = h.boolean_or("epoch_end", false);
+        r.done = h.boolean_or("done", false);
+        r.seconds = h.number_or("seconds", 0.0);
         hist.push_back(r);
     }
     // Every field read before anything changes: a bad one leaves the tuner as it was.
-    const decltype(epoch_) epoch = j.at("epoch");
-    const decltype(batch_) batch = j.at("batch");
-    const decltype(t_) t = j.at("t");
+    const auto epoch = static_cast<decltype(epoch_)>(root.integer("epoch", 0, INT32_MAX));
+    const auto batch = static_cast<decltype(batch_)>(root.integer("batch", 0, INT32_MAX));
+    const auto t = static_cast<decltype(t_)>(root.integer("t", 0, INT32_MAX));
     k_ = k; v_ = v; mk_ = mk; vk_ = vk; mv_ = mv; vv_ = vv;
     epoch_ = epoch;
     batch_ = batch;

@@ -73,20 +73,34 @@ json config_to_json(const QuantConfig& c) {
 }
 
 QuantConfig config_from_json(const json& j, const std::string& file) {
+    // Each field named when it is missing or of the wrong type ("field 'quantization.wbits' must be a whole number,
+    // it is 8.5"), and when its value is not one the tool writes.
+    const nlohmann::json plain = j;  // JsonFields reads nlohmann::json
+    const JsonFields q(plain, file, "quantization");
+    QuantConfig c;
+    c.wbits = static_cast<int>(q.integer("wbits", 0, 64));
+    c.group = q.integer("group", INT64_MIN, INT64_MAX);
+    c.abits = static_cast<int>(q.integer("abits", 0, 64));
+    const std::string act = q.string("act_granularity");
     try {
-        QuantConfig c;
-        c.wbits = j.at("wbits").get<int>();
-        c.group = j.at("group").get<int64_t>();
-        c.abits = j.at("abits").get<int>();
-        c.act = parse_granularity(j.at("act_granularity").get<std::string>());
-        c.smoothquant_alpha = j.at("smoothquant_alpha").is_null() ? -1.0 : j.at("smoothquant_alpha").get<double>();
-        c.kv_bits = j.at("kv_bits").get<int>();
-        c.sites = parse_sites(j.at("sites").get<std::string>());
-        c.validate();
-        return c;
-    } catch (const json::exception& e) {
-        throw Error(file + ": invalid 'quantization' section: " + e.what());
+        c.act = parse_granularity(act);
+    } catch (const Error& e) {
+        q.fail("act_granularity", "is '" + act + "': " + e.what());
     }
+    c.smoothquant_alpha = q.has("smoothquant_alpha") ? q.number("smoothquant_alpha") : -1.0;
+    c.kv_bits = static_cast<int>(q.integer("kv_bits", 0, 64));
+    const std::string sites = q.string("sites");
+    try {
+        c.sites = parse_sites(sites);
+    } catch (const Error& e) {
+        q.fail("sites", "is '" + sites + "': " + e.what());
+    }
+    try {
+        c.validate();
+    } catch (const Error& e) {
+        throw Error(file + ": section 'quantization': " + e.what());
+    }
+    return c;
 }
 
 json read_json(const std::string& path) { return read_ordered_json_file(path); }
@@ -355,14 +369,18 @@ json read_info(const std::string& dir, bool allow_other_tool_version) {
     if (!is_package_directory(dir)) throw Error(dir + ": not an exported package (no " + std::string(kInfoFile) + ")");
     const std::string path = (fs::path(dir) / kInfoFile).string();
     json info = read_json(path);
-    if (!info.is_object() || info.value("format", std::string()) != kPackageFormat)
+    // A string field, "" when absent or not a string (json::value would throw the library's type_error).
+    auto text_of = [&](const char* k, const std::string& def) {
+        return info.is_object() && info.contains(k) && info[k].is_string() ? info[k].get<std::string>() : def;
+    };
+    if (!info.is_object() || text_of("format", "") != kPackageFormat)
         throw Error(path + ": not a CushionCache package (format is not '" + std::string(kPackageFormat) + "')");
     if (!info.contains("format_version") || !info["format_version"].is_number_integer() ||
         info["format_version"].get<int>() != kPackageFormatVersion)
         throw Error(path + ": package format version " + (info.contains("format_version") ? info["format_version"].dump() : "?") +
                     " is not supported by cushion " + CUSHION_VERSION + " (it reads version " +
                     std::to_string(kPackageFormatVersion) + "); re-export the model with this version");
-    const std::string tv = info.value("tool_version", std::string("?"));
+    const std::string tv = text_of("tool_version", "?");
     if (tv != CUSHION_VERSION && !allow_other_tool_version)
         throw Error(dir + ": package was written by cushion " + tv + ", this is cushion " + CUSHION_VERSION +
                     "; re-export it with this version (numerics may differ between versions)");
@@ -725,7 +743,8 @@ VerifyReport verify_package(const std::string& dir_in, const VerifyOptions& opts
     po.max_batch_tokens = opts.max_batch_tokens;
     po.progress = opts.progress;
     rep.ppl_measured = pkg->perplexity(docs, po).ppl;
-    rep.ppl_recorded = pp.value("quantized_cushion", 0.0);
+    const nlohmann::json ppj = pp;
+    rep.ppl_recorded = JsonFields(ppj, (fs::path(dir) / kInfoFile).string(), "perplexity").number_or("quantized_cushion", 0.0);
     rep.remeasured = true;
     if (!(std::fabs(rep.ppl_measured - rep.ppl_recorded) <= opts.rel_tol * std::fabs(rep.ppl_recorded)))
         problem("perplexity re-measured " + std::to_string(rep.ppl_measured) + " differs from the recorded " +

@@ -50,6 +50,11 @@ void seeds_session(const std::string& dir) {
                "{\"format\":\"cushion-studio-session\",\"version\":1,\"quantization\":{\"group\":1e300,\"wbits\":\"8\"},"
                "\"search\":{\"prefix\":[1e20,-1,null]},\"tuning\":{\"points\":[{\"step\":1e300}]}}",
                false);
+    // Fields of the wrong type (each an error naming the field since issue 15; they were silently the default).
+    fuzz::seed(dir, "types2.json",
+               "{\"format\":\"cushion-studio-session\",\"version\":1,\"model\":\"m.bin\",\"search\":{\"tau\":\"0.5\","
+               "\"pruned\":1},\"tuning\":{\"points\":{\"ce\":\"low\"}},\"view\":{\"site\":1e12},\"cushion\":[1]}",
+               false);
 }
 
 }  // namespace

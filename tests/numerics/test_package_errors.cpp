@@ -180,3 +180,35 @@ TEST(PackageErrors, Int8KernelsNameTheTensorOrTheLayer) {
     const std::string e = error_of([&] { pkg->kernels->linear(1, LinearId::Q, x, L.wq, at::Tensor()); });
     EXPECT_TRUE(has(e, "int8 kernels: layer 1, the input of the q projection (attn_in) holds NaN")) << e;
 }
+
+// quantization.json fields of the wrong type or missing (hashes made to match): the file and the field are named,
+// not the JSON library's text ("[json.exception.type_error.302] ...").
+TEST(PackageErrors, QuantizationJsonFieldsAreNamed) {
+    const std::string dir = tiny_package("pkg-errors-json");
+    const std::vector<std::pair<std::function<void(nlohmann::json&)>, std::string>> cases = {
+        {[](nlohmann::json& j) { j["quantization"]["wbits"] = 8.5; },
+         "field 'quantization.wbits' must be a whole number in [0, 64], it is 8.5"},
+        {[](nlohmann::json& j) { j["quantization"]["group"] = "all"; },
+         "field 'quantization.group' must be a whole number, it is \"all\""},
+        {[](nlohmann::json& j) { j["quantization"]["sites"] = 5; }, "field 'quantization.sites' must be a string, it is 5"},
+        {[](nlohmann::json& j) { j["quantization"].erase("abits"); }, "field 'quantization.abits' is missing"},
+        {[](nlohmann::json& j) { j["quantization"]["act_granularity"] = "per-galaxy"; },
+         "field 'quantization.act_granularity' is 'per-galaxy': "},
+        {[](nlohmann::json& j) { j["quantization"]["smoothquant_alpha"] = "strong"; },
+         "field 'quantization.smoothquant_alpha' must be a number, it is \"strong\""},
+        {[](nlohmann::json& j) { j["format"] = 1; }, "not a CushionCache package"},
+    };
+    for (const auto& [fn, want] : cases) {
+        const std::string copy = temp_dir("pkg-json-edit") + "/pkg";
+        fs::copy(dir, copy, fs::copy_options::recursive);
+        auto j = nlohmann::json::parse(read_text_file(copy + "/quantization.json"));
+        fn(j);
+        j.erase("self_sha256");
+        j["self_sha256"] = sha256_hex(j.dump(2) + "\n");
+        write_text_atomically(copy + "/quantization.json", j.dump(2));
+        const std::string e = load_error(copy);
+        EXPECT_TRUE(has(e, copy + "/quantization.json: ")) << e;
+        EXPECT_TRUE(has(e, want)) << e << "\nexpected: " << want;
+        EXPECT_FALSE(has(e, "json.exception")) << e;
+    }
+}

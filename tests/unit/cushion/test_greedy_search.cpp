@@ -917,6 +917,8 @@ TEST(PrefixTuner, StateFileResumesTuningExactly) {
     EXPECT_NE(err.find("tensor tune.k.1 contains NaN or Inf"), std::string::npos) << err;
     EXPECT_NE(err.find("nan.tuner"), std::string::npos) << err;
     err = error_of([&] { g.load_state(dir + "/badjson.tuner"); });
-    EXPECT_NE(err.find("badjson.tuner: tuning state (metadata 'tune')"), std::string::npos) << err;
+    EXPECT_NE(err.find("badjson.tuner: tuning state: field 'epoch' must be a whole number in [0, 2147483647], it is \"one\""),
+              std::string::npos)
+        << err;
     EXPECT_EQ(g.steps_done(), 0);
 }
