@@ -2,13 +2,15 @@
 """Prefill and decode speed on SmolLM2-135M (the GGUF), ours beside transformers on the CPU, in one run.
 
     .venv/bin/python tests/perf/prefill_speed.py [--gguf models/SmolLM2-135M-Instruct.Q4_1.gguf]
-        [--bench build/bin/bench_smollm2] [--tokens 512] [--reps 3]
+        [--bench build/bin/bench_smollm2] [--tokens 512] [--reps 3] [--llamacpp-python /tmp/llamacpp-venv/bin/python]
 
 Ours: `bench_smollm2 prefill` (fp32 and bf16; batch 1 and 4; last-position logits; decode of 63 tokens after the
 prompt). transformers: the same GGUF loaded with gguf_file= (dequantized to float32, or cast to bf16), the same
 prompt length and batches, `logits_to_keep=1`, sdpa attention, torch threads = 2 (this machine's cores), no grad;
 decode = 64 greedy tokens with its KV cache (model.generate, min_new_tokens = max_new_tokens = 64) less the prefill.
-Both run one after the other in this process's run, each reported as tokens/s and as a fraction of the fp32 matmul
+With --llamacpp-python (a Python that has PyPI's llama-cpp-python, see tests/perf/llamacpp_speed.py), llama.cpp on
+the same GGUF (its own Q4_1 kernels: it does not dequantize) gives pp512-style prefill at batch 1 and tg-style decode.
+All run one after the other in this process's run, each reported as tokens/s and as a fraction of the fp32 matmul
 rate (1024^3, 2 threads) measured in the same run: the machine is shared, so compare the fractions.
 Prints a Markdown table for tests/perf/RESULTS.md.
 """
@@ -86,12 +88,28 @@ def ours_rows(bench, gguf, T, reps):
     return rows
 
 
+def llamacpp_rows(python, gguf, T, reps):
+    import json
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llamacpp_speed.py")
+    out = subprocess.run([python, script, gguf, "--threads", "2", "--prompt-tokens", str(T), "--gen-tokens", "63",
+                          "--repeats", str(reps)], capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        what = "prefill batch 1" if r["test"].startswith("pp") else "decode batch 1"
+        rows.append((r["version"].replace("llama-cpp-python", "llama.cpp (llama-cpp-python") + ")", "Q4_1", what,
+                     r["tokens_per_s"]))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gguf", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--bench", default="build/bin/bench_smollm2")
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--llamacpp-python", help="a Python with llama-cpp-python installed: add llama.cpp's rows")
     a = ap.parse_args()
     torch.set_num_threads(2)
     r0 = matmul_rate()
@@ -99,14 +117,19 @@ def main():
     r1 = matmul_rate()
     rows += transformers_rows(a.gguf, a.tokens, a.reps)
     r2 = matmul_rate()
-    rate = (r0 + r1 + r2) / 3
+    rates = [r0, r1, r2]
+    if a.llamacpp_python:
+        rows += llamacpp_rows(a.llamacpp_python, a.gguf, a.tokens, a.reps)
+        rates.append(matmul_rate())
+    rate = sum(rates) / len(rates)
     load = open("/proc/loadavg").read().split()[0]
     # FLOPs of one prompt's prefill (causal attention, last-position LM head) and of one decoded token, for the fraction.
     C, F, L, Hq, V = 576, 1536, 30, 576, 49152
     lin = 2 * (C * Hq + 2 * C * 192 + Hq * C + 3 * C * F)
     pf = L * (a.tokens * lin + 4 * Hq * a.tokens * (a.tokens + 1) / 2) + 2 * C * V
     dec = L * (lin + 4 * Hq * (a.tokens + 32)) + 2 * C * V
-    print(f"\nmatmul 1024^3 fp32, 2 threads: {r0:.0f} / {r1:.0f} / {r2:.0f} GFLOP/s (start / between / end); load {load}")
+    print(f"\nmatmul 1024^3 fp32, 2 threads: {' / '.join(f'{r:.0f}' for r in rates)} GFLOP/s (start, between engines, end); "
+          f"load {load}")
     print(f"{a.tokens}-token prompts; prefill {pf / 1e9:.1f} GFLOP a prompt, decode {dec / 1e9:.2f} GFLOP a token\n")
     print("| engine | dtype | measure | tokens/s | GFLOP/s | fraction of the matmul rate |")
     print("| --- | --- | --- | --- | --- | --- |")
