@@ -25,6 +25,7 @@
 #include "prompt_panel.h"
 #include "search_panel.h"
 #include "tune_panel.h"
+#include "window_grab.h"
 
 using namespace studio;
 
@@ -40,20 +41,10 @@ bool waitFor(const std::function<bool()>& done, int ms) {
     return true;
 }
 
-// The window with its GL canvases drawn in (QWidget::grab leaves native GL child windows black).
+// The window as a person sees it, its GL canvases drawn in.
 bool save(MainWindow& w, const QString& path) {
     QTest::qWait(300);
-    QPixmap base = w.grab();
-    QPainter p(&base);
-    for (HeatmapCanvas* c : w.findChildren<HeatmapCanvas*>()) {
-        if (!c->isVisible() || c->visibleRegion().isEmpty()) continue;
-        const QPoint at = c->mapTo(&w, QPoint(0, 0));
-        p.save();
-        p.setClipRegion(c->visibleRegion().translated(at));
-        p.drawImage(at, c->grabFramebuffer());
-        p.restore();
-    }
-    p.end();
+    const QPixmap base = grabWithCanvases(&w);
     const bool ok = base.save(path, "PNG", 9);
     std::printf("%s %s\n", ok ? "wrote" : "could not write", qPrintable(path));
     return ok;

@@ -61,6 +61,7 @@
 #include "quant_panel.h"
 #include "search_panel.h"
 #include "search_workers.h"
+#include "stall_meter.h"
 #include "tune_panel.h"
 
 using namespace studio;
@@ -133,71 +134,6 @@ QElapsedTimer g_clock;
 std::atomic<qint64> g_heartbeat{0};     // ms, the GUI thread's last tick
 std::atomic<qint64> g_action_start{-1};  // ms, the running action's start (-1: none)
 std::atomic<bool> g_stop_watchdog{false};
-
-qint64 runQueueWaitNs(int fd) {
-    char buf[128] = {};
-    long long cpu = 0, wait = 0;
-    if (fd >= 0 && pread(fd, buf, sizeof buf - 1, 0) > 0) std::sscanf(buf, "%lld %lld", &cpu, &wait);
-    return wait;
-}
-
-struct Stall {
-    qint64 gap_ms = 0;    // between two ticks
-    qint64 own_ms = 0;    // minus the time the GUI thread waited for a CPU
-    int action = -1;      // the action running or last run
-    std::string what;
-};
-
-class StallMeter {
-public:
-    StallMeter() {
-        fd_ = open("/proc/thread-self/schedstat", O_RDONLY);
-        QObject::connect(&timer_, &QTimer::timeout, [this] { tick(); });
-    }
-    ~StallMeter() {
-        if (fd_ >= 0) close(fd_);
-    }
-    void start() {
-        last_ns_ = g_clock.nsecsElapsed();
-        last_wait_ = runQueueWaitNs(fd_);
-        timer_.start(5);
-    }
-    void stop() { timer_.stop(); }
-    void setAction(int index, const std::string& what) {
-        action_ = index;
-        what_ = what;
-    }
-    const Stall& longestGap() const { return gap_; }
-    const Stall& longestOwn() const { return own_; }
-    int over(qint64 ms) const { return int(std::count_if(stalls_.begin(), stalls_.end(), [&](const Stall& s) { return s.own_ms > ms; })); }
-    const std::vector<Stall>& stalls() const { return stalls_; }
-    qint64 ticks() const { return ticks_; }
-
-private:
-    void tick() {
-        const qint64 now = g_clock.nsecsElapsed();
-        const qint64 wait = runQueueWaitNs(fd_);
-        g_heartbeat.store(now / 1000000);
-        Stall s;
-        s.gap_ms = (now - last_ns_) / 1000000;
-        s.own_ms = std::max<qint64>(0, (now - last_ns_ - (wait - last_wait_)) / 1000000);
-        s.action = action_;
-        s.what = what_;
-        if (s.gap_ms > gap_.gap_ms) gap_ = s;
-        if (s.own_ms > own_.own_ms) own_ = s;
-        if (s.own_ms > kStallLimitMs) stalls_.push_back(s);
-        last_ns_ = now;
-        last_wait_ = wait;
-        ++ticks_;
-    }
-    QTimer timer_;
-    int fd_ = -1;
-    qint64 last_ns_ = 0, last_wait_ = 0, ticks_ = 0;
-    int action_ = -1;
-    std::string what_ = "start-up";
-    Stall gap_, own_;
-    std::vector<Stall> stalls_;
-};
 
 // ------------------------------------------------------------------------------- the monkey
 
@@ -634,7 +570,8 @@ int main(int argc, char** argv) {
         }
     });
 
-    StallMeter meter;
+    StallMeter meter(kStallLimitMs);
+    meter.onTick([] { g_heartbeat.store(g_clock.elapsed()); });
     Monkey monkey(&w, seed, scratch.path());
     // Errors the window shows (not failures by themselves: printed, with the action that led to them).
     std::vector<std::string> errors;
@@ -732,10 +669,10 @@ int main(int argc, char** argv) {
                 "%lld ms (action %d: %s)\n",
                 meter.ticks(), meter.longestGap().gap_ms, meter.longestGap().action, meter.longestGap().what.c_str(),
                 meter.longestOwn().own_ms, meter.longestOwn().action, meter.longestOwn().what.c_str());
-    std::vector<Stall> worst = meter.stalls();
-    std::stable_sort(worst.begin(), worst.end(), [](const Stall& a, const Stall& b) { return a.own_ms > b.own_ms; });
+    std::vector<StallMeter::Stall> worst = meter.stalls();
+    std::stable_sort(worst.begin(), worst.end(), [](const StallMeter::Stall& a, const StallMeter::Stall& b) { return a.own_ms > b.own_ms; });
     if (worst.size() > 20) worst.resize(20);
-    for (const Stall& s : worst)
+    for (const StallMeter::Stall& s : worst)
         std::printf("  stall %lld ms (own %lld ms) at action %d: %s\n", s.gap_ms, s.own_ms, s.action, s.what.c_str());
     std::printf("errors shown in the window: %zu\n", errors.size());
     for (const std::string& e : errors) std::printf("  %s\n", e.c_str());

@@ -53,6 +53,8 @@
 #include "prompt_panel.h"
 #include "quant_panel.h"
 #include "search_panel.h"
+#include "stall_meter.h"
+#include "window_grab.h"
 #include "search_workers.h"
 #include "session.h"
 #include "tune_panel.h"
@@ -62,24 +64,6 @@ using namespace studio;
 namespace {
 
 QString resource(const QString& rel) { return QString(CUSHION_TEST_RESOURCE_DIR) + "/" + rel; }
-
-// QWidget::grab() of a window, with the heatmap canvases drawn in: they are native GL child windows, which
-// grab() leaves black, so each visible canvas' own frame is drawn at its place (clipped to what is visible).
-QPixmap grabWithCanvases(QWidget* w) {
-    QPixmap base = w->grab();
-    QPainter p(&base);
-    for (HeatmapCanvas* c : w->findChildren<HeatmapCanvas*>()) {
-        if (!c->isVisible() || c->window() != w->window()) continue;
-        const QRegion visible = c->visibleRegion();
-        if (visible.isEmpty()) continue;
-        const QPoint at = c->mapTo(w, QPoint(0, 0));
-        p.save();
-        p.setClipRegion(visible.translated(at));
-        p.drawImage(at, c->grabFramebuffer());
-        p.restore();
-    }
-    return base;
-}
 
 void screenshot(QWidget* w, const QString& name) {
     QTest::qWait(50);  // let pending layouts settle (a label that just changed its text)
@@ -103,29 +87,6 @@ bool canvasShowsMap(HeatmapCanvas* c) {
         }
     return coloured > 0;
 }
-
-// The longest gap between ticks of a 5 ms timer on the GUI thread while it runs: how long the GUI stalls.
-class StallMeter {
-public:
-    StallMeter() {
-        QObject::connect(&tick_, &QTimer::timeout, [this] { longest_ = std::max(longest_, gap_.restart()); });
-        restart();
-    }
-    void restart() {
-        longest_ = 0;
-        gap_.start();
-        tick_.start(5);
-    }
-    qint64 stop() {
-        tick_.stop();
-        return longest_;
-    }
-
-private:
-    QTimer tick_;
-    QElapsedTimer gap_;
-    qint64 longest_ = 0;
-};
 
 // A dialog drawn over the window it belongs to, for the screenshots.
 void screenshotWithDialog(QWidget* w, QWidget* dialog, const QString& name) {
@@ -539,6 +500,7 @@ private slots:
         // Step 1 (exhaustive over 256 candidates), measuring the GUI thread's longest stall.
         const bool first_search = !searched_;
         StallMeter meter;
+        meter.start();
         QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
         searched_ = true;
         QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 2 && !w_->searchBusy(), 180000);  // started, stepped
@@ -565,7 +527,7 @@ private slots:
 
         // Step 2, pruned.
         sp->setSettings([&] { SearchSettings p = s; p.pruned = true; return p; }());
-        meter.restart();
+        meter.start();
         QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
         QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 3 && !w_->searchBusy(), 180000);
         const qint64 stall2 = meter.stop();

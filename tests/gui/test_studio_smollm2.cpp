@@ -45,6 +45,8 @@
 #include "model/model.h"
 #include "prompt_panel.h"
 #include "search_panel.h"
+#include "stall_meter.h"
+#include "window_grab.h"
 #include "workers.h"
 
 using namespace studio;
@@ -52,29 +54,6 @@ using namespace studio;
 namespace {
 
 const QString kModel = QStringLiteral(CUSHION_SMOLLM2_PATH);
-
-// The longest gap between ticks of a 5 ms timer on the GUI thread while it runs: how long the GUI stalls.
-class StallMeter {
-public:
-    StallMeter() {
-        QObject::connect(&tick_, &QTimer::timeout, [this] { longest_ = std::max(longest_, gap_.restart()); });
-        restart();
-    }
-    void restart() {
-        longest_ = 0;
-        gap_.start();
-        tick_.start(5);
-    }
-    qint64 stop() {
-        tick_.stop();
-        return std::max(longest_, gap_.elapsed());
-    }
-
-private:
-    QTimer tick_;
-    QElapsedTimer gap_;
-    qint64 longest_ = 0;
-};
 
 // A prompt of n tokens with the model's first token (the tokenizer's <bos>: <|endoftext|> for SmolLM2), cut from the
 // evaluation text.
@@ -98,19 +77,8 @@ QAction* findAction(QWidget* w, const QString& text_prefix) {
 
 void screenshot(MainWindow* w, const QString& name) {
     QTest::qWait(50);
-    QPixmap base = w->grab();
-    QPainter p(&base);
-    for (HeatmapCanvas* c : w->findChildren<HeatmapCanvas*>()) {
-        if (!c->isVisible() || c->visibleRegion().isEmpty()) continue;
-        const QPoint at = c->mapTo(w, QPoint(0, 0));
-        p.save();
-        p.setClipRegion(c->visibleRegion().translated(at));
-        p.drawImage(at, c->grabFramebuffer());
-        p.restore();
-    }
-    p.end();
     QDir().mkpath(CUSHION_SCREENSHOT_DIR);
-    QVERIFY(base.save(QString(CUSHION_SCREENSHOT_DIR) + "/" + name + ".png"));
+    QVERIFY(grabWithCanvases(w).save(QString(CUSHION_SCREENSHOT_DIR) + "/" + name + ".png"));
 }
 
 }  // namespace
@@ -187,6 +155,7 @@ private slots:
         w_->setSite(3);  // down-projection inputs: where SmolLM2's massive activations are
         QSignalSpy heat(w_.get(), &MainWindow::heatmapUpdated);
         StallMeter meter;
+        meter.start();
         w_->promptPanel()->editor()->setPlainText(prompt);
         QTRY_VERIFY_WITH_TIMEOUT(heat.count() >= 1 && w_->heatmap() && w_->heatmap()->tokens > 500, 300000);
         QTest::qWait(200);
@@ -214,7 +183,7 @@ private slots:
         // changing the channel map's layer needs no new forward pass.
         for (int l = 0; l < 30; ++l) QVERIFY2(d->channelMap(l, 3), qPrintable(QString("layer %1").arg(l)));
         const int probes = heat.count();
-        meter.restart();
+        meter.start();
         QElapsedTimer t;
         t.start();
         for (int l : {5, 17, 29}) {
@@ -238,6 +207,7 @@ private slots:
         QSignalSpy progress(w_->workers()->search(), &Worker::progress);
         QSignalSpy cancelled(w_->workers()->search(), &Worker::cancelled);
         StallMeter meter;
+        meter.start();
         QTest::mouseClick(sp->stepButton(), Qt::LeftButton);  // starts a search, then steps
         QTRY_VERIFY_WITH_TIMEOUT(w_->searchSnapshot() && !w_->searchSnapshot()->scores, 300000);
         const SearchSnapshotPtr s0 = w_->searchSnapshot();
@@ -260,7 +230,7 @@ private slots:
         QTest::mouseClick(sp->cancelButton(), Qt::LeftButton);
         QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, 60000);
         const qint64 cancel_ms = t.elapsed();
-        qInfo("cancel of a fast step over %d candidates returned in %lld ms", s0->candidates, cancel_ms);
+        qInfo("cancel of a fast step over %lld candidates returned in %lld ms", (long long)s0->candidates, cancel_ms);
         QVERIFY2(cancel_ms < 5000, qPrintable(QString("cancel took %1 ms").arg(cancel_ms)));
         QTRY_VERIFY(!w_->searchBusy());
         stalled("a fast step over all candidates, then cancel", meter.stop());
@@ -280,6 +250,7 @@ private slots:
         QTRY_VERIFY_WITH_TIMEOUT(su.count() >= 1 && !w_->searchBusy(), 300000);
         QCOMPARE(w_->searchSnapshot()->candidates, 1024);
         StallMeter meter;
+        meter.start();
         QElapsedTimer t;
         t.start();
         QTest::mouseClick(sp->stepButton(), Qt::LeftButton);
@@ -317,7 +288,7 @@ private slots:
 
         // The table and the histogram stay responsive: select rows, scroll, resize the chart.
         QTableView* table = sp->candidateView();
-        meter.restart();
+        meter.start();
         t.restart();
         for (int r = 0; r < sp->candidateRows(); ++r) {
             table->selectRow(r);
