@@ -127,6 +127,15 @@ private:
     HeatmapCanvas* canvas_;
 };
 
+void HeatmapCanvas::useDefaultSurfaceFormat() {
+    QSurfaceFormat fmt;
+    fmt.setVersion(3, 3);
+    fmt.setProfile(QSurfaceFormat::CoreProfile);
+    fmt.setDepthBufferSize(0);
+    fmt.setStencilBufferSize(0);
+    QSurfaceFormat::setDefaultFormat(fmt);
+}
+
 HeatmapCanvas::HeatmapCanvas(QWidget* parent) : QWidget(parent) {
     setMouseTracking(true);
     setFocusPolicy(Qt::StrongFocus);

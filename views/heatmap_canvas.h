@@ -42,6 +42,10 @@ public:
     explicit HeatmapCanvas(QWidget* parent = nullptr);
     ~HeatmapCanvas() override;
 
+    // The OpenGL context the canvas draws with (3.3 core, for ImGui's renderer), as every window's default. Call it
+    // before the QApplication exists (the studio's main and the GUI tests do).
+    static void useDefaultSurfaceFormat();
+
     // values: rows x cols, row-major. The view is kept when the size is unchanged, else reset.
     void setData(int rows, int cols, std::vector<float> values);
     void clearData(const QString& message);  // empty canvas showing a message

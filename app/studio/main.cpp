@@ -1,10 +1,10 @@
 // cushion-studio: the desktop app. Usage: cushion-studio [MODEL | SESSION.cushionstudio] [--no-restore]
 #include <QApplication>
 #include <QCommandLineParser>
-#include <QSurfaceFormat>
 #include <QTimer>
 
 #include "base/threads.h"
+#include "heatmap_canvas.h"
 #include "main_window.h"
 
 namespace {
@@ -28,12 +28,7 @@ void addOptions(QCommandLineParser& cli) {
 
 int main(int argc, char** argv) {
     // The ImGui canvas needs an OpenGL 3.3 core context: set it before QApplication exists.
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    fmt.setDepthBufferSize(0);
-    fmt.setStencilBufferSize(0);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    studio::HeatmapCanvas::useDefaultSurfaceFormat();
 
     // --help and --version need no display: answer them with a QCoreApplication.
     for (int i = 1; i < argc; ++i) {

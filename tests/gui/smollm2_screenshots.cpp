@@ -12,14 +12,13 @@
 #include <QElapsedTimer>
 #include <QPainter>
 #include <QPlainTextEdit>
-#include <QSurfaceFormat>
 #include <QTabWidget>
-#include <QTemporaryDir>
 #include <QTest>
 
 #include <cstdio>
 #include <functional>
 
+#include "gui_test_setup.h"
 #include "heatmap_canvas.h"
 #include "main_window.h"
 #include "prompt_panel.h"
@@ -53,12 +52,7 @@ bool save(MainWindow& w, const QString& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toUtf8());  // never touch the user's settings
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    GuiTestSetup setup;  // scratch settings, the studio's OpenGL format
     QApplication app(argc, argv);
     QApplication::setOrganizationName("CushionCacheScreenshots");
     QApplication::setApplicationName("smollm2-screenshots");

@@ -4,7 +4,6 @@
 #include <QApplication>
 #include <QDir>
 #include <QElapsedTimer>
-#include <QSurfaceFormat>
 #include <QSignalSpy>
 #include <QTest>
 #include <QWheelEvent>
@@ -13,6 +12,7 @@
 #include <algorithm>
 #include <random>
 
+#include "gui_test_setup.h"
 #include "heatmap_canvas.h"
 
 using studio::HeatmapCanvas;
@@ -190,10 +190,7 @@ private slots:
 };
 
 int main(int argc, char** argv) {
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    GuiTestSetup setup;  // scratch settings, the studio's OpenGL format
     QApplication app(argc, argv);
     TestHeatmapCanvas t;
     return QTest::qExec(&t, argc, argv);

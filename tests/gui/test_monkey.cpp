@@ -30,7 +30,6 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSpinBox>
-#include <QSurfaceFormat>
 #include <QTabBar>
 #include <QTabWidget>
 #include <QTableView>
@@ -54,6 +53,7 @@
 #include <thread>
 #include <vector>
 
+#include "gui_test_setup.h"
 #include "export_dialog.h"
 #include "heatmap_canvas.h"
 #include "main_window.h"
@@ -492,12 +492,7 @@ void printLog(uint64_t seed, int actions) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toUtf8());  // never the user's settings
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    GuiTestSetup setup;  // scratch settings, the studio's OpenGL format
     QApplication app(argc, argv);
     QApplication::setOrganizationName("CushionCacheTest");
     QApplication::setApplicationName("cushion-studio-monkey");

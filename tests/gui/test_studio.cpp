@@ -20,7 +20,6 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSignalSpy>
-#include <QSurfaceFormat>
 #include <QTemporaryDir>
 #include <QTimer>
 #include <QTest>
@@ -46,6 +45,7 @@
 #include <memory>
 #include <random>
 
+#include "gui_test_setup.h"
 #include "export_dialog.h"
 #include "heatmap_canvas.h"
 #include "main_window.h"
@@ -1124,12 +1124,7 @@ private slots:
 };
 
 int main(int argc, char** argv) {
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toUtf8());  // never touch the user's settings
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    GuiTestSetup setup;  // scratch settings, the studio's OpenGL format
     QApplication app(argc, argv);
     QApplication::setOrganizationName("CushionCacheTest");
     QApplication::setApplicationName("cushion-studio-test");

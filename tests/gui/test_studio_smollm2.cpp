@@ -26,9 +26,7 @@
 #include <QScrollBar>
 #include <QSettings>
 #include <QSignalSpy>
-#include <QSurfaceFormat>
 #include <QTableView>
-#include <QTemporaryDir>
 #include <QTest>
 #include <QTimer>
 #include <QtCharts/QAreaSeries>
@@ -39,6 +37,7 @@
 #include <cmath>
 #include <memory>
 
+#include "gui_test_setup.h"
 #include "base/resources.h"
 #include "heatmap_canvas.h"
 #include "main_window.h"
@@ -309,12 +308,7 @@ private slots:
 };
 
 int main(int argc, char** argv) {
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toUtf8());  // never touch the user's settings
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    GuiTestSetup setup;  // scratch settings, the studio's OpenGL format
     QApplication::setAttribute(Qt::AA_DontUseNativeDialogs);  // Qt's own file dialog, which the test answers
     QApplication app(argc, argv);
     QApplication::setOrganizationName("CushionCacheTest");

@@ -23,8 +23,6 @@
 #include <QElapsedTimer>
 #include <QFile>
 #include <QPlainTextEdit>
-#include <QSurfaceFormat>
-#include <QTemporaryDir>
 #include <QTest>
 #include <QThread>
 #include <QTimer>
@@ -46,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "../gui/gui_test_setup.h"
 #include "base/resources.h"
 #include "model/model.h"
 #include "heatmap_canvas.h"
@@ -316,12 +315,7 @@ bool waitForChannelMap(MainWindow& w, int layer, int site) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toUtf8());
-    QSurfaceFormat fmt;
-    fmt.setVersion(3, 3);
-    fmt.setProfile(QSurfaceFormat::CoreProfile);
-    QSurfaceFormat::setDefaultFormat(fmt);
+    GuiTestSetup setup;  // scratch settings, the studio's OpenGL format
     App app(argc, argv);
     QApplication::setOrganizationName("CushionCacheBench");
     QApplication::setApplicationName("bench-gui-stall");
