@@ -1,5 +1,7 @@
 #include "search_panel.h"
 
+#include "panel_layout.h"
+
 #include "cushion/greedy_search.h"
 
 #include <QAbstractTableModel>
@@ -183,54 +185,30 @@ SearchPanel::SearchPanel(QWidget* parent) : QWidget(parent) {
     memory_->setSpecialValueText(tr("automatic"));  // 0: sized from the device's free memory, as `cushion calibrate`
     memory_->setObjectName("searchMemory");
     int r = 0;
-    auto pair = [&](const QString& a, QWidget* wa, const QString& b, QWidget* wb) {
-        grid->addWidget(new QLabel(a), r, 0);
-        grid->addWidget(wa, r, 1);
-        if (wb) {
-            grid->addWidget(new QLabel(b), r, 2);
-            grid->addWidget(wb, r, 3);
-        }
-        ++r;
-    };
-    pair(tr("Start"), start_, tr("tau"), tau_);
-    pair(tr("Max prefix"), max_prefix_, tr("Sample"), sample_);
-    pair(tr("Steps"), kind_, tr("L_q bits"), bits_);
-    pair(tr("Window"), window_, tr("Keep"), keep_);
+    addSettingsRow(grid, r, tr("Start"), start_, tr("tau"), tau_);
+    addSettingsRow(grid, r, tr("Max prefix"), max_prefix_, tr("Sample"), sample_);
+    addSettingsRow(grid, r, tr("Steps"), kind_, tr("L_q bits"), bits_);
+    addSettingsRow(grid, r, tr("Window"), window_, tr("Keep"), keep_);
     grid->addWidget(new QLabel(tr("Candidates")), r, 0);
     grid->addWidget(candidates_, r, 1, 1, 3);
     ++r;
-    pair(tr("Batch memory"), memory_, QString(), nullptr);
+    addSettingsRow(grid, r, tr("Batch memory"), memory_, QString(), nullptr);
     grid->setColumnStretch(1, 1);
     grid->setColumnStretch(3, 1);
     v->addWidget(settings_box_);
     connect(fold_, &QToolButton::toggled, this, [this](bool on) { setSettingsVisible(on); });
 
-    auto button = [](const QString& text, const QString& name, const QString& tip) {
-        auto* b = new QPushButton(text);
-        b->setObjectName(name);
-        b->setToolTip(tip);
-        return b;
-    };
-    new_ = button(tr("New"), "searchNew", tr("Start a new search with these settings on the calibration text"));
-    step_ = button(tr("Step"), "searchStep", tr("Score every candidate and accept the best, or stop (F6)"));
-    score_ = button(tr("Score"), "searchScore", tr("Score the candidates without changing the prefix"));
-    run_ = button(tr("Run"), "searchRun", tr("Step until the search stops (F7)"));
-    pause_ = button(tr("Pause"), "searchPause", tr("Stop after the current step"));
-    cancel_ = button(tr("Cancel"), "searchCancel", tr("Interrupt the current step; the search stays as before it"));
-    accept_ = button(tr("Accept best"), "searchAccept", tr("Append the scored best candidate"));
-    use_ = button(tr("Use selected"), "searchUse", tr("Append the selected candidate instead (an override)"));
-    undo_ = button(tr("Undo"), "searchUndo", tr("Undo the last step: remove its token, or its stop (Shift+F6)"));
-    auto* buttons = new QGridLayout;
-    buttons->setHorizontalSpacing(4);
-    buttons->setVerticalSpacing(2);
-    QPushButton* const order[3][3] = {{new_, step_, score_}, {run_, pause_, cancel_}, {accept_, use_, undo_}};
-    for (int r2 = 0; r2 < 3; ++r2)
-        for (int c = 0; c < 3; ++c) buttons->addWidget(order[r2][c], r2, c);
-    v->addLayout(buttons);
-    bar_ = new QProgressBar;
-    bar_->setRange(0, 1000);
-    bar_->setTextVisible(false);
-    bar_->setMaximumHeight(10);
+    new_ = namedButton(tr("New"), "searchNew", tr("Start a new search with these settings on the calibration text"));
+    step_ = namedButton(tr("Step"), "searchStep", tr("Score every candidate and accept the best, or stop (F6)"));
+    score_ = namedButton(tr("Score"), "searchScore", tr("Score the candidates without changing the prefix"));
+    run_ = namedButton(tr("Run"), "searchRun", tr("Step until the search stops (F7)"));
+    pause_ = namedButton(tr("Pause"), "searchPause", tr("Stop after the current step"));
+    cancel_ = namedButton(tr("Cancel"), "searchCancel", tr("Interrupt the current step; the search stays as before it"));
+    accept_ = namedButton(tr("Accept best"), "searchAccept", tr("Append the scored best candidate"));
+    use_ = namedButton(tr("Use selected"), "searchUse", tr("Append the selected candidate instead (an override)"));
+    undo_ = namedButton(tr("Undo"), "searchUndo", tr("Undo the last step: remove its token, or its stop (Shift+F6)"));
+    v->addLayout(buttonGrid({{new_, step_, score_}, {run_, pause_, cancel_}, {accept_, use_, undo_}}));
+    bar_ = thinProgressBar();
     v->addWidget(bar_);
     state_ = new QLabel;
     state_->setObjectName("searchState");

@@ -1,5 +1,7 @@
 #include "tune_panel.h"
 
+#include "panel_layout.h"
+
 #include <QChart>
 #include <QChartView>
 #include <QDoubleSpinBox>
@@ -70,47 +72,24 @@ TunePanel::TunePanel(QWidget* parent) : QWidget(parent) {
     eval_docs_->setObjectName("tuneEvalDocs");
     eval_docs_->setToolTip(tr("Documents of the evaluation text the perplexities are measured on"));
     int r = 0;
-    auto pair = [&](const QString& a, QWidget* wa, const QString& b, QWidget* wb) {
-        grid->addWidget(new QLabel(a), r, 0);
-        grid->addWidget(wa, r, 1);
-        grid->addWidget(new QLabel(b), r, 2);
-        grid->addWidget(wb, r, 3);
-        ++r;
-    };
-    pair(tr("Epochs"), epochs_, tr("Batch"), batch_);
-    pair(tr("Adam lr"), lr_, tr("lambda"), lambda_);
-    pair(tr("Doc tokens"), doc_tokens_, tr("Seed"), seed_);
+    addSettingsRow(grid, r, tr("Epochs"), epochs_, tr("Batch"), batch_);
+    addSettingsRow(grid, r, tr("Adam lr"), lr_, tr("lambda"), lambda_);
+    addSettingsRow(grid, r, tr("Doc tokens"), doc_tokens_, tr("Seed"), seed_);
     grid->addWidget(new QLabel(tr("Eval docs")), r, 0);
     grid->addWidget(eval_docs_, r, 1);
     grid->setColumnStretch(1, 1);
     grid->setColumnStretch(3, 1);
     v->addLayout(grid);
 
-    auto button = [](const QString& text, const QString& name, const QString& tip) {
-        auto* b = new QPushButton(text);
-        b->setObjectName(name);
-        b->setToolTip(tip);
-        return b;
-    };
-    start_ = button(tr("Start"), "tuneStart", tr("Tune the search's cushion from the start: perplexity before, then batches"));
-    pause_ = button(tr("Pause"), "tunePause", tr("Stop after the current batch"));
-    resume_ = button(tr("Resume"), "tuneResume", tr("Go on with the next batches"));
-    step_ = button(tr("Step"), "tuneStep", tr("One batch"));
-    cancel_ = button(tr("Cancel"), "tuneCancel", tr("Interrupt the current batch (it is not applied)"));
-    measure_ = button(tr("Perplexity"), "tuneMeasure", tr("Measure the perplexity with the tuned cushion now"));
-    export_ = button(tr("Export…"), "tuneExport", tr("Export the quantized model with the cushion (Ctrl+E)"));
-    auto* buttons = new QGridLayout;
-    buttons->setHorizontalSpacing(4);
-    buttons->setVerticalSpacing(2);
-    QPushButton* const order[2][4] = {{start_, pause_, resume_, step_}, {cancel_, measure_, export_, nullptr}};
-    for (int r2 = 0; r2 < 2; ++r2)
-        for (int c = 0; c < 4; ++c)
-            if (order[r2][c]) buttons->addWidget(order[r2][c], r2, c);
-    v->addLayout(buttons);
-    bar_ = new QProgressBar;
-    bar_->setRange(0, 1000);
-    bar_->setTextVisible(false);
-    bar_->setMaximumHeight(10);
+    start_ = namedButton(tr("Start"), "tuneStart", tr("Tune the search's cushion from the start: perplexity before, then batches"));
+    pause_ = namedButton(tr("Pause"), "tunePause", tr("Stop after the current batch"));
+    resume_ = namedButton(tr("Resume"), "tuneResume", tr("Go on with the next batches"));
+    step_ = namedButton(tr("Step"), "tuneStep", tr("One batch"));
+    cancel_ = namedButton(tr("Cancel"), "tuneCancel", tr("Interrupt the current batch (it is not applied)"));
+    measure_ = namedButton(tr("Perplexity"), "tuneMeasure", tr("Measure the perplexity with the tuned cushion now"));
+    export_ = namedButton(tr("Export…"), "tuneExport", tr("Export the quantized model with the cushion (Ctrl+E)"));
+    v->addLayout(buttonGrid({{start_, pause_, resume_, step_}, {cancel_, measure_, export_}}));
+    bar_ = thinProgressBar();
     v->addWidget(bar_);
     state_ = new QLabel;
     state_->setObjectName("tuneState");
