@@ -15,6 +15,7 @@
 #include "package/quantized_package.h"
 
 #include "search_workers.h"
+#include "session_files.h"
 
 #include <QElapsedTimer>
 #include <QFile>
@@ -375,11 +376,10 @@ void TuneWorker::step() {
     });
 }
 
-void TuneWorker::saveState(const QString& path) {
+void TuneWorker::takeState() {
     runJob("Saving the tuner state", [&] {
         if (!s_->tuner) throw cushion::Error("no tuning to save");
-        s_->tuner->save_state(path.toStdString());
-        emit stateSaved(path);
+        emit stateTaken(takeTunerState(*s_->tuner));
     });
 }
 
@@ -504,12 +504,11 @@ void ExportWorker::exportPackage(const ExportRequest& req) {
     });
 }
 
-void ExportWorker::saveSession(const QString& path, const QByteArray& data, const CushionPtr& c, const QString& cushion_path) {
+void ExportWorker::saveSession(const QString& path, const SessionData& d, const CushionPtr& c, const TunerStatePtr& t) {
     runJob("Saving the session", [&] {
-        if (c) cushion::save_cushion(*c, cushion_path.toStdString());
-        // As every file the engine writes: refused over a device, pipe or symlink; on a full disk or a read-only
-        // folder an error naming the file and the cause, no temporary left, the previous session file intact.
-        cushion::write_text_atomically(path.toStdString(), data.toStdString());
+        // One set: refused over a device, pipe or symlink; on a full disk or a read-only folder an error naming the
+        // file and the cause, no temporary left, the previous session, cushion and tuner files all intact.
+        writeSessionFiles(path, d, c, t, [this] { return jobCancelled(); });
         emit sessionSaved(path);
     });
 }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <vector>
 
+#include "session.h"
 #include "workers.h"
 
 namespace cushion {
@@ -55,13 +56,13 @@ public:
     ~TuneWorker() override;
     void start(const TuneRequest& req);  // a new tuner from the search's cushion (or resumed from a file)
     void step();                         // one Adam step on the next batch
-    void saveState(const QString& path); // PrefixTuner::save_state (atomic); stateSaved() when written
+    void takeState();                    // the tuner's state copied (for a session save): stateTaken()
     void measure(const PplRequest& req); // req.cushion null and which == After: the tuned cushion now
     void reset();
 signals:
     void updated(studio::TuneSnapshotPtr snap);
     void measured(studio::PplResultPtr result);
-    void stateSaved(const QString& path);
+    void stateTaken(studio::TunerStatePtr state);
 
 private:
     struct State;
@@ -74,8 +75,8 @@ class ExportWorker : public Worker {
 public:
     using Worker::Worker;
     void exportPackage(const ExportRequest& req);
-    // Writes the cushion (save_cushion, atomic) then the session JSON (write_text_atomically) next to it.
-    void saveSession(const QString& path, const QByteArray& json, const CushionPtr& cushion, const QString& cushion_path);
+    // Writes the session's files as one set (session_files.h: the tuner state, the cushion, the session JSON).
+    void saveSession(const QString& path, const SessionData& d, const CushionPtr& cushion, const TunerStatePtr& tuner);
     // Loads a cushion file and checks that it fits the model.
     void loadCushion(const QString& path, const ModelInfoPtr& model);
 signals:

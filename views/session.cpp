@@ -5,81 +5,31 @@
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QObject>
+
+#include <nlohmann/json.hpp>
 
 #include <climits>
-#include <cmath>
+#include <cstdint>
 #include <stdexcept>
+
+#include "base/atomic_file.h"
+#include "base/error.h"
+#include "base/file_checks.h"
+#include "base/json_file.h"
+#include "base/sha256.h"
 
 namespace studio {
 
 namespace {
 
+using cushion::JsonFields;
+const nlohmann::json kEmpty = nlohmann::json::object();  // an absent section: every field takes its default
+
 QJsonArray ids(const std::vector<int>& v) {
     QJsonArray a;
     for (int t : v) a.append(t);
     return a;
-}
-
-// An integer field stored as a JSON number: `def` when absent; an error naming the field when it is not a whole
-// number in +-2^53 (a cast of 1e300 or NaN to an integer is undefined behaviour: found by the session fuzz target).
-qint64 int64Of(const QJsonValue& v, qint64 def, const char* field) {
-    if (v.isUndefined() || v.isNull()) return def;
-    const double d = v.toDouble(std::nan(""));
-    if (!v.isDouble() || !std::isfinite(d) || std::fabs(d) > 9007199254740992.0 || d != std::floor(d))
-        throw std::runtime_error(std::string("session file: field '") + field + "' is not an integer");
-    return static_cast<qint64>(d);
-}
-
-[[noreturn]] void badField(const std::string& field, const char* what) {
-    throw std::runtime_error("session file: field '" + field + "' must be " + what);
-}
-
-// Fields read with their type checked: absent (or null) gives the default; present with the wrong type is an error
-// naming the field (a string where a number belongs was silently the default). `prefix` is the section ("search.").
-int intOf(const QJsonObject& o, const char* key, int def, const std::string& prefix) {
-    const std::string field = prefix + key;
-    const qint64 v = int64Of(o[key], def, field.c_str());
-    if (v < INT32_MIN || v > INT32_MAX) badField(field, "a whole number within 32 bits");
-    return static_cast<int>(v);
-}
-double numberOf(const QJsonObject& o, const char* key, double def, const std::string& prefix) {
-    const QJsonValue v = o[key];
-    if (v.isUndefined() || v.isNull()) return def;
-    if (!v.isDouble()) badField(prefix + key, "a number");
-    return v.toDouble();
-}
-bool boolOf(const QJsonObject& o, const char* key, bool def, const std::string& prefix) {
-    const QJsonValue v = o[key];
-    if (v.isUndefined() || v.isNull()) return def;
-    if (!v.isBool()) badField(prefix + key, "true or false");
-    return v.toBool();
-}
-QString stringOf(const QJsonObject& o, const char* key, const QString& def, const std::string& prefix) {
-    const QJsonValue v = o[key];
-    if (v.isUndefined() || v.isNull()) return def;
-    if (!v.isString()) badField(prefix + key, "a string");
-    return v.toString();
-}
-QJsonObject objectOf(const QJsonObject& o, const char* key, const std::string& prefix = "") {
-    const QJsonValue v = o[key];
-    if (v.isUndefined() || v.isNull()) return QJsonObject();
-    if (!v.isObject()) badField(prefix + key, "an object");
-    return v.toObject();
-}
-
-std::vector<int> idsOf(const QJsonObject& o, const char* key, const std::string& prefix) {
-    const QJsonValue v = o[key];
-    std::vector<int> out;
-    if (v.isUndefined() || v.isNull()) return out;
-    if (!v.isArray()) badField(prefix + key, "an array of token ids");
-    const QJsonArray a = v.toArray();
-    for (int i = 0; i < a.size(); ++i) {
-        const std::string field = prefix + key + "[" + std::to_string(i) + "]";
-        const qint64 id = int64Of(a[i], -1, field.c_str());
-        if (a[i].isNull() || id < 0 || id > INT32_MAX) badField(field, "a token id (a whole number >= 0)");
-        out.push_back(static_cast<int>(id));
-    }
-    return out;
 }
 
 QString resolve(const QString& path, const QString& session_path) {
@@ -149,101 +99,149 @@ QByteArray sessionToJson(const SessionData& s, const QString& session_path) {
                        {"lambda", t.lambda},       {"seed", t.seed},     {"doc_tokens", t.doc_tokens},
                        {"eval_docs", t.eval_docs}, {"points", points},   {"tuned", s.tuned}};
     if (!s.tuner_file.isEmpty()) tuning["state"] = relative(s.tuner_file, session_path);
+    if (!s.tuner_file.isEmpty() && !s.tuner_sha256.isEmpty()) tuning["state_sha256"] = s.tuner_sha256;
     root["tuning"] = tuning;
-    if (!s.cushion_file.isEmpty())
-        root["cushion"] = QJsonObject{{"file", relative(s.cushion_file, session_path)},
-                                      {"kind", s.tuned ? "tuned" : "search"},
-                                      {"prefix", ids(s.cushion_prefix)}};
+    if (!s.cushion_file.isEmpty()) {
+        QJsonObject c{{"file", relative(s.cushion_file, session_path)},
+                      {"kind", s.tuned ? "tuned" : "search"},
+                      {"prefix", ids(s.cushion_prefix)}};
+        if (!s.cushion_sha256.isEmpty()) c["sha256"] = s.cushion_sha256;
+        root["cushion"] = c;
+    }
     root["view"] = QJsonObject{{"site", s.site}};
     return QJsonDocument(root).toJson(QJsonDocument::Indented);
 }
 
 SessionData sessionFromJson(const QByteArray& json, const QString& session_path) {
-    QJsonParseError err;
-    const QJsonDocument doc = QJsonDocument::fromJson(json, &err);
-    if (doc.isNull()) throw std::runtime_error("not a session file (JSON error: " + err.errorString().toStdString() + ")");
-    if (!doc.isObject()) throw std::runtime_error("not a session file (the JSON is not an object)");
-    const QJsonObject root = doc.object();
-    if (root["format"].toString() != kSessionFormat)
-        throw std::runtime_error("not a cushion-studio session file (format '" + root["format"].toString().toStdString() + "')");
-    if (root["version"].toInt() != 1)
-        throw std::runtime_error("session file version " + std::to_string(root["version"].toInt()) + " is not supported");
-    // Every field's type checked (absent: the default; wrong type: an error naming it, e.g. "search.tau").
+    // Read with core's JSON rules (base/json_file.h): depth-checked parsing, then every field's type checked by
+    // JsonFields (absent or null: the default; a wrong type: an error naming the file and the field, e.g.
+    // "/dir/x.cushionstudio: field 'search.tau' must be a number, it is \"0.5\"").
+    const std::string where = session_path.toStdString();
+    const nlohmann::json doc = cushion::parse_json_text(json.toStdString(), where);
+    if (!doc.is_object()) throw cushion::Error(where + ": not a session file (the JSON is not an object)");
+    const JsonFields root(doc, where);
+    const auto format = doc.find("format");
+    if (format == doc.end() || !format->is_string() || format->get<std::string>() != kSessionFormat)
+        throw cushion::Error(where + ": not a cushion-studio session file (format " +
+                             (format == doc.end() ? std::string("missing") : format->dump()) + ")");
+    const int64_t version = root.integer_or("version", 0);
+    if (version != 1) throw cushion::Error(where + ": session file version " + std::to_string(version) + " is not supported");
+    const auto section = [&](const char* key) { return root.has(key) ? root.object(key) : JsonFields(kEmpty, where, key); };
+    const auto str = [](const JsonFields& o, const char* key, const QString& def) {
+        return QString::fromStdString(o.string_or(key, def.toStdString()));
+    };
+    const auto int32 = [](const JsonFields& o, const char* key, int def) {
+        return static_cast<int>(o.integer_or(key, def, INT32_MIN, INT32_MAX));
+    };
+    const auto ids = [](const JsonFields& o, const char* key) {
+        std::vector<int> out;
+        if (o.has(key))
+            for (int64_t id : o.integers(key, 0, INT32_MAX)) out.push_back(static_cast<int>(id));
+        return out;
+    };
     SessionData s;
-    const QJsonObject model = objectOf(root, "model");
-    s.model_path = resolve(stringOf(model, "path", "", "model."), session_path);
-    s.device = stringOf(model, "device", "cpu", "model.");
-    s.dtype = stringOf(model, "dtype", "fp32", "model.");
-    s.prompt = stringOf(root, "prompt", "", "");
-    const QJsonObject texts = objectOf(root, "texts");
-    s.calib_path = resolve(stringOf(texts, "calibration", "", "texts."), session_path);
-    s.eval_path = resolve(stringOf(texts, "evaluation", "", "texts."), session_path);
-    const QJsonObject q = objectOf(root, "quantization");
-    const std::string qs = "quantization.";
-    s.quant.wbits = intOf(q, "wbits", s.quant.wbits, qs);
-    s.quant.group = int64Of(q["group"], s.quant.group, "quantization.group");
-    s.quant.abits = intOf(q, "abits", s.quant.abits, qs);
+    const JsonFields model = section("model");
+    s.model_path = resolve(str(model, "path", ""), session_path);
+    s.device = str(model, "device", "cpu");
+    s.dtype = str(model, "dtype", "fp32");
+    s.prompt = str(root, "prompt", "");
+    const JsonFields texts = section("texts");
+    s.calib_path = resolve(str(texts, "calibration", ""), session_path);
+    s.eval_path = resolve(str(texts, "evaluation", ""), session_path);
+    const JsonFields q = section("quantization");
+    s.quant.wbits = int32(q, "wbits", s.quant.wbits);
+    s.quant.group = q.integer_or("group", s.quant.group, 0, int64_t(1) << 53);
+    s.quant.abits = int32(q, "abits", s.quant.abits);
+    const std::string granularity = q.string_or("granularity", cushion::granularity_name(s.quant.act));
     try {
-        s.quant.act = cushion::parse_granularity(
-            stringOf(q, "granularity", cushion::granularity_name(s.quant.act), qs).toStdString());
+        s.quant.act = cushion::parse_granularity(granularity);
     } catch (const std::exception& e) {
-        throw std::runtime_error("quantization.granularity: " + std::string(e.what()));
+        throw cushion::Error(where + ": field 'quantization.granularity': " + e.what());
     }
-    s.quant.smoothquant_alpha =
-        boolOf(q, "smoothquant", false, qs) ? numberOf(q, "alpha", kDefaultSmoothQuantAlpha, qs) : -1;
-    s.quant.kv_bits = intOf(q, "kv_bits", s.quant.kv_bits, qs);
-    const QJsonObject g = objectOf(root, "search");
-    const std::string gs = "search.";
+    s.quant.smoothquant_alpha = q.boolean_or("smoothquant", false) ? q.number_or("alpha", kDefaultSmoothQuantAlpha) : -1;
+    s.quant.kv_bits = int32(q, "kv_bits", s.quant.kv_bits);
+    const JsonFields g = section("search");
     SearchSettings& ss = s.search;
-    ss.start = stringOf(g, "start", ss.start, gs);
-    ss.tau = numberOf(g, "tau", ss.tau, gs);
-    ss.max_prefix = intOf(g, "max_prefix", ss.max_prefix, gs);
-    ss.sample_tokens = intOf(g, "sample_tokens", ss.sample_tokens, gs);
-    ss.bits = intOf(g, "bits", ss.bits, gs);
-    ss.pruned = boolOf(g, "pruned", ss.pruned, gs);
-    ss.prune_window = intOf(g, "prune_window", ss.prune_window, gs);
-    ss.prune_keep = intOf(g, "prune_keep", ss.prune_keep, gs);
-    ss.candidates = stringOf(g, "candidates", ss.candidates, gs);
-    ss.memory_mb = intOf(g, "memory_mb", ss.memory_mb, gs);
-    s.prefix = idsOf(g, "prefix", gs);
-    s.search_state = stringOf(g, "state", "", gs);
-    const QJsonObject t = objectOf(root, "tuning");
-    const std::string tsn = "tuning.";
+    ss.start = str(g, "start", ss.start);
+    ss.tau = g.number_or("tau", ss.tau);
+    ss.max_prefix = int32(g, "max_prefix", ss.max_prefix);
+    ss.sample_tokens = int32(g, "sample_tokens", ss.sample_tokens);
+    ss.bits = int32(g, "bits", ss.bits);
+    ss.pruned = g.boolean_or("pruned", ss.pruned);
+    ss.prune_window = int32(g, "prune_window", ss.prune_window);
+    ss.prune_keep = int32(g, "prune_keep", ss.prune_keep);
+    ss.candidates = str(g, "candidates", ss.candidates);
+    ss.memory_mb = int32(g, "memory_mb", ss.memory_mb);
+    s.prefix = ids(g, "prefix");
+    s.search_state = str(g, "state", "");
+    const JsonFields t = section("tuning");
     TuneSettings& ts = s.tune;
-    ts.epochs = intOf(t, "epochs", ts.epochs, tsn);
-    ts.batch = intOf(t, "batch", ts.batch, tsn);
-    ts.lr = numberOf(t, "lr", ts.lr, tsn);
-    ts.lambda = numberOf(t, "lambda", ts.lambda, tsn);
-    ts.seed = intOf(t, "seed", ts.seed, tsn);
-    ts.doc_tokens = intOf(t, "doc_tokens", ts.doc_tokens, tsn);
-    ts.eval_docs = intOf(t, "eval_docs", ts.eval_docs, tsn);
-    s.tuner_file = resolve(stringOf(t, "state", "", tsn), session_path);
-    const QJsonValue points = t["points"];
-    if (!points.isUndefined() && !points.isNull() && !points.isArray()) badField("tuning.points", "an array");
-    const QJsonArray pa = points.toArray();
-    for (int i = 0; i < pa.size(); ++i) {
-        const std::string ps = "tuning.points[" + std::to_string(i) + "].";
-        if (!pa[i].isObject()) badField("tuning.points[" + std::to_string(i) + "]", "an object");
-        const QJsonObject o = pa[i].toObject();
-        TunePoint p;
-        p.step = int64Of(o["step"], 0, (ps + "step").c_str());
-        p.epoch = intOf(o, "epoch", 0, ps);
-        p.batch = int64Of(o["batch"], 0, (ps + "batch").c_str());
-        p.batches_per_epoch = int64Of(o["batches_per_epoch"], 0, (ps + "batches_per_epoch").c_str());
-        p.ce = numberOf(o, "ce", 0, ps);
-        p.lq = numberOf(o, "lq", 0, ps);
-        p.total = numberOf(o, "total", 0, ps);
-        p.grad_norm = numberOf(o, "grad_norm", 0, ps);
-        s.tune_points.push_back(p);
+    ts.epochs = int32(t, "epochs", ts.epochs);
+    ts.batch = int32(t, "batch", ts.batch);
+    ts.lr = t.number_or("lr", ts.lr);
+    ts.lambda = t.number_or("lambda", ts.lambda);
+    ts.seed = int32(t, "seed", ts.seed);
+    ts.doc_tokens = int32(t, "doc_tokens", ts.doc_tokens);
+    ts.eval_docs = int32(t, "eval_docs", ts.eval_docs);
+    s.tuner_file = resolve(str(t, "state", ""), session_path);
+    s.tuner_sha256 = str(t, "state_sha256", "");
+    if (t.has("points")) {
+        const JsonFields pa = t.array("points");
+        for (size_t i = 0; i < pa.size(); ++i) {
+            const JsonFields o = pa.at(i);
+            if (!o.json().is_object()) o.fail("", "must be an object, it is an array");
+            TunePoint p;
+            p.step = o.integer_or("step", 0, -(int64_t(1) << 53), int64_t(1) << 53);
+            p.epoch = int32(o, "epoch", 0);
+            p.batch = o.integer_or("batch", 0, -(int64_t(1) << 53), int64_t(1) << 53);
+            p.batches_per_epoch = o.integer_or("batches_per_epoch", 0, -(int64_t(1) << 53), int64_t(1) << 53);
+            p.ce = o.number_or("ce", 0);
+            p.lq = o.number_or("lq", 0);
+            p.total = o.number_or("total", 0);
+            p.grad_norm = o.number_or("grad_norm", 0);
+            s.tune_points.push_back(p);
+        }
     }
-    if (root.contains("cushion")) {
-        const QJsonObject c = objectOf(root, "cushion");
-        s.cushion_file = resolve(stringOf(c, "file", "", "cushion."), session_path);
-        s.tuned = stringOf(c, "kind", "", "cushion.") == "tuned";
-        s.cushion_prefix = idsOf(c, "prefix", "cushion.");
+    if (root.has("cushion")) {
+        const JsonFields c = root.object("cushion");
+        s.cushion_file = resolve(str(c, "file", ""), session_path);
+        s.tuned = c.string_or("kind", "") == "tuned";
+        s.cushion_prefix = ids(c, "prefix");
+        s.cushion_sha256 = str(c, "sha256", "");
     }
-    s.site = intOf(objectOf(root, "view"), "site", 3, "view.");
+    s.site = int32(section("view"), "site", 3);
     return s;
+}
+
+SessionData readSessionFile(const QString& path) {
+    // The same rule as every input of the engine and the CLI: a regular file (a named pipe with no writer would
+    // block the open for ever; a device may never end; a directory or a symlink loop is refused, naming it).
+    const std::string p = path.toStdString();
+    cushion::require_regular_file(p, "session file");
+    return sessionFromJson(QByteArray::fromStdString(cushion::read_text_file(p)), path);
+}
+
+QStringList checkSessionFiles(SessionData* d) {
+    QStringList problems;
+    const auto check = [&](QString* file, const QString& sha, const QString& what) {
+        if (file->isEmpty() || sha.isEmpty()) return;
+        QString problem;
+        try {
+            cushion::require_regular_file(file->toStdString(), what.toStdString());
+            if (QString::fromStdString(cushion::sha256_file(file->toStdString())) != sha)
+                problem = QObject::tr("%1 %2 is not the one this session was saved with (its SHA-256 differs: "
+                                      "it was changed or replaced since, e.g. by a save that did not finish)")
+                              .arg(what, *file);
+        } catch (const std::exception& e) {
+            problem = QString::fromUtf8(e.what());
+        }
+        if (problem.isEmpty()) return;
+        problems << problem;
+        file->clear();
+    };
+    check(&d->cushion_file, d->cushion_sha256, "the cushion file");
+    check(&d->tuner_file, d->tuner_sha256, "the tuner state file");
+    return problems;
 }
 
 }  // namespace studio

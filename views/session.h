@@ -10,13 +10,15 @@
 //    "model": {"path", "device", "dtype"}, "prompt", "texts": {"calibration", "evaluation"},
 //    "quantization": {...}, "search": {settings..., "prefix": [ids], "state": "<json>"},
 //    "tuning": {settings..., "points": [{step, epoch, batch, ce, lq, total, grad_norm}], "tuned": bool,
-//               "state": "<name>.tuner" (relative to the session file; absent without a tuner)},
+//               "state": "<name>.tuner" (relative to the session file; absent without a tuner),
+//               "state_sha256": hex},
 //    "cushion": {"file": "<name>.cushion" (relative to the session file), "kind": "tuned" | "search",
-//                "prefix": [ids]},
+//                "prefix": [ids], "sha256": hex},
 //    "view": {"site": n}}
 #pragma once
 #include <QByteArray>
 #include <QString>
+#include <QStringList>
 
 #include <vector>
 
@@ -38,6 +40,9 @@ struct SessionData {
     QString cushion_file;           // absolute path once read; empty: none
     std::vector<int> cushion_prefix;
     QString tuner_file;             // absolute path once read; empty: no tuner to resume
+    // SHA-256 of the cushion and tuner files as saved with the session (empty: not recorded, sessions before
+    // 2026-12): opening checks them, so that a file replaced without the session is not taken for its own.
+    QString cushion_sha256, tuner_sha256;
     int site = 3;
 };
 
@@ -48,8 +53,14 @@ QString sessionCushionPath(const QString& session_path);
 // The tuner state file beside a session file: "/dir/name.cushionstudio" -> "/dir/name.tuner".
 QString sessionTunerPath(const QString& session_path);
 QByteArray sessionToJson(const SessionData& s, const QString& session_path);
-// Throws std::runtime_error with a clear message on a file that is not a session. Relative paths are
-// resolved against the session file's directory.
+// Throws cushion::Error (a std::runtime_error) with a clear message on a file that is not a session, naming the file
+// and the field (core's JsonFields). Relative paths are resolved against the session file's directory.
 SessionData sessionFromJson(const QByteArray& json, const QString& session_path);
+// Reads and parses a session file; refuses what is not a regular file (a named pipe, a device, a directory, a symlink
+// loop) up front with core's rule (base/file_checks.h), as the CLI refuses its inputs.
+SessionData readSessionFile(const QString& path);
+// The cushion and tuner files beside a session checked against the SHA-256 the session recorded: one message per
+// file that is missing or differs, and that file is dropped from `d` (not restored).
+QStringList checkSessionFiles(SessionData* d);
 
 }  // namespace studio

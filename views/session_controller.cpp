@@ -1,6 +1,5 @@
 #include "session_controller.h"
 
-#include <QFile>
 #include <QFileInfo>
 
 #include "model_controller.h"
@@ -72,41 +71,39 @@ void SessionController::save(const QString& path, SessionData d, const CushionPt
     d.tune_points = tune_->points();
     d.tuned = tuned;
     if (c) {
-        d.cushion_file = sessionCushionPath(path);
         const SearchSnapshotPtr s = search_->snapshot();
         d.cushion_prefix = s ? s->prefix : std::vector<int>{};
     }
-    if (tune_->snapshot()) d.tuner_file = sessionTunerPath(path);  // a tuner to resume
-    const QByteArray json = sessionToJson(d, path);
     emit log(tr("Saving the session to %1").arg(path));
     ExportWorker* w = exporter_;
-    const QString cpath = d.cushion_file;
-    auto write = [w, path, json, c, cpath] {
-        WorkerThreads::post(w, [w, path, json, c, cpath] { w->saveSession(path, json, c, cpath); });
+    // The session, the cushion and the tuner state are written as one set on the export thread (session_files.h).
+    auto write = [w, path, d, c](const TunerStatePtr& t) {
+        WorkerThreads::post(w, [w, path, d, c, t] { w->saveSession(path, d, c, t); });
     };
-    if (d.tuner_file.isEmpty()) {
-        write();
+    if (!tune_->snapshot()) {
+        write(nullptr);
         return;
     }
-    // The tuner lives on the tuning thread: its state first (between batches), then the session naming it.
-    tune_->saveState(d.tuner_file, write, [this](const QString& m) {
-        emit error(tr("The session was not saved: the tuner state could not be written: %1").arg(m));
+    // The tuner lives on the tuning thread: its state taken there first (between batches), then the set written.
+    tune_->takeState(write, [this](const QString& m) {
+        emit error(tr("The session was not saved: the tuner state could not be taken: %1").arg(m));
     });
 }
 
 void SessionController::open(const QString& path) {
-    QFile f(path);
-    if (!f.open(QIODevice::ReadOnly)) {
-        emit error(tr("Cannot read the session %1: %2").arg(path, f.errorString()));
-        return;
-    }
     SessionData d;
     try {
-        d = sessionFromJson(f.readAll(), path);
+        // Core's rule for inputs first: a named pipe (whose open would wait for a writer for ever), a device or a
+        // directory is refused, naming what it is.
+        d = readSessionFile(path);
     } catch (const std::exception& e) {
-        emit error(tr("Cannot open the session %1: %2").arg(path, QString::fromUtf8(e.what())));
+        emit error(tr("Cannot open the session: %1").arg(QString::fromUtf8(e.what())));  // names the file
         return;
     }
+    // The cushion and tuner files must be the ones saved with the session (SHA-256): one left by a save that did
+    // not finish, or replaced by hand, is not restored.
+    const QStringList mismatched = checkSessionFiles(&d);
+    for (const QString& m : mismatched) emit error(tr("The session %1 opens without a file: %2").arg(path, m));
     if (!QFileInfo::exists(d.model_path)) {
         emit error(tr("The session's model %1 does not exist").arg(d.model_path));
         return;

@@ -141,6 +141,9 @@ struct QuantResult {
 using QuantResultPtr = std::shared_ptr<const QuantResult>;
 
 using CushionPtr = std::shared_ptr<const cushion::Cushion>;
+// The tuner's state taken for a session save (session_files.h; opaque here).
+struct TunerState;
+using TunerStatePtr = std::shared_ptr<const TunerState>;
 
 // The search settings as the panel edits them (mirrors cushion::GreedySearchOptions).
 struct SearchSettings {
@@ -320,3 +323,4 @@ Q_DECLARE_METATYPE(studio::TuneSnapshotPtr)
 Q_DECLARE_METATYPE(studio::PplResultPtr)
 Q_DECLARE_METATYPE(studio::ExportResultPtr)
 Q_DECLARE_METATYPE(studio::CushionPtr)
+Q_DECLARE_METATYPE(studio::TunerStatePtr)

@@ -42,11 +42,11 @@ TuneController::TuneController(TuneWorker* worker, const SearchController* searc
                      .arg(r->quant, 0, 'f', 4)
                      .arg(r->seconds, 0, 'f', 2));
     });
-    connect(worker_, &TuneWorker::stateSaved, this, [this] {
+    connect(worker_, &TuneWorker::stateTaken, this, [this](const TunerStatePtr& state) {
         const auto then = std::move(after_saved_);
         after_saved_ = nullptr;
         save_failed_ = nullptr;
-        if (then) then();
+        if (then) then(state);
     });
 }
 
@@ -194,11 +194,11 @@ void TuneController::resumeFrom(const QString& state_path, const QString& calib_
     post([req](TuneWorker* w) { w->start(req); });
 }
 
-void TuneController::saveState(const QString& path, std::function<void()> then,
+void TuneController::takeState(std::function<void(const TunerStatePtr&)> then,
                                std::function<void(const QString&)> failed) {
     after_saved_ = std::move(then);
     save_failed_ = std::move(failed);
-    post([path](TuneWorker* w) { w->saveState(path); });
+    post([](TuneWorker* w) { w->takeState(); });
 }
 
 void TuneController::onUpdated(const TuneSnapshotPtr& snap) {

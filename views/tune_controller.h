@@ -39,10 +39,10 @@ public:
     // The search's prefix changed: the tuning was for another prefix.
     void invalidate(const QString& why);
     // Sessions: a tuned cushion and its curve restored; a tuner resumed from its state file; the tuner's
-    // state written (then() runs once it is, failed() if it cannot be).
+    // state taken between batches for a session save (then() runs with it, failed() if it cannot be taken).
     void setRestored(const CushionPtr& tuned, const std::vector<TunePoint>& points);
     void resumeFrom(const QString& state_path, const QString& calib_path, const TuneSettings& settings);
-    void saveState(const QString& path, std::function<void()> then, std::function<void(const QString&)> failed);
+    void takeState(std::function<void(const TunerStatePtr&)> then, std::function<void(const QString&)> failed);
 
     TuneSnapshotPtr snapshot() const { return snap_; }
     CushionPtr tunedCushion() const { return tuned_; }
@@ -61,7 +61,7 @@ signals:
     void finished(const studio::TuneSnapshotPtr& snap);  // Run went through every batch
     void busyChanged(bool busy, bool running);
     void progress(double fraction, const QString& what);
-    void failed(const QString& message, bool handled);  // handled: a session's saveState() took it
+    void failed(const QString& message, bool handled);  // handled: a session's takeState() took it
     void cancelled();
     void jobEnded();
     void note(const QString& text);
@@ -86,7 +86,7 @@ private:
     std::array<PplResultPtr, 3> ppl_;
     bool running_ = false;
     int jobs_ = 0;
-    std::function<void()> after_saved_;
+    std::function<void(const TunerStatePtr&)> after_saved_;
     std::function<void(const QString&)> save_failed_;
 };
 

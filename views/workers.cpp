@@ -40,6 +40,7 @@ struct MetaTypes {
         qRegisterMetaType<PplResultPtr>("studio::PplResultPtr");
         qRegisterMetaType<ExportResultPtr>("studio::ExportResultPtr");
         qRegisterMetaType<CushionPtr>("studio::CushionPtr");
+        qRegisterMetaType<TunerStatePtr>("studio::TunerStatePtr");
     }
 };
 

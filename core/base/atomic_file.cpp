@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 
+#include <csignal>
+#include <cctype>
+
 #include <vector>
 
 #include <fcntl.h>
@@ -177,6 +180,126 @@ void write_file_atomically(const std::string& path, const std::function<void(Out
 
 void write_text_atomically(const std::string& path, const std::string& text) {
     write_file_atomically(path, [&](OutputFile& out) { out.write(text); });
+}
+
+namespace {
+
+// A fresh name ".NAME.old-PID-N" beside `path` made a hard link to it (the previous file kept while a set of files
+// is renamed into place). Empty when the file system refuses hard links (the rollback then cannot put it back).
+std::string link_backup(const std::string& path) {
+    static std::atomic<uint64_t> counter{0};
+    const fs::path target(path);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        const std::string name = "." + target.filename().string() + ".old-" + std::to_string(::getpid()) + "-" +
+                                 std::to_string(counter.fetch_add(1));
+        const std::string backup = (target.parent_path() / name).string();
+        if (::link(path.c_str(), backup.c_str()) == 0) return backup;
+        if (errno != EEXIST) return std::string();
+    }
+    return std::string();
+}
+
+}  // namespace
+
+int remove_stale_temps(const std::string& path) {
+    const fs::path target(path);
+    const std::string base = "." + target.filename().string() + ".";
+    const std::string nested = "." + base;  // a temporary's own temporary (a writer that writes atomically itself)
+    std::error_code ec;
+    fs::directory_iterator it(parent_of(path), ec), end;
+    int removed = 0;
+    for (; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        const size_t skip = name.rfind(base, 0) == 0 ? base.size() : name.rfind(nested, 0) == 0 ? nested.size() : 0;
+        if (skip == 0) continue;
+        const std::string rest = name.substr(skip);
+        if (rest.rfind("tmp-", 0) != 0 && rest.rfind("old-", 0) != 0) continue;
+        size_t at = 4, digits = 0;
+        while (at + digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[at + digits]))) ++digits;
+        if (digits == 0 || digits > 9 || at + digits >= rest.size() || rest[at + digits] != '-') continue;
+        const pid_t pid = static_cast<pid_t>(std::stol(rest.substr(at, digits)));
+        if (pid == ::getpid() || pid <= 0) continue;
+        if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // running (or not ours to ask): maybe still writing
+        std::error_code rec;
+        if (fs::remove(it->path(), rec)) ++removed;
+    }
+    return removed;
+}
+
+void write_files_together(const std::vector<FileToWrite>& files) {
+    const size_t n = files.size();
+    std::vector<std::string> tmps(n), backups(n);
+    std::vector<bool> existed(n, false);
+    const std::string none = "none of the " + std::to_string(n) + " files was changed";
+    auto cleanup = [&] {
+        for (const std::string& t : tmps)
+            if (!t.empty()) remove_quietly(t);
+        for (const std::string& b : backups)
+            if (!b.empty()) remove_quietly(b);
+    };
+    // 1. Every file into its temporary, flushed to disk; nothing replaced yet.
+    size_t i = 0;
+    try {
+        for (i = 0; i < n; ++i) {
+            const std::string& path = files[i].path;
+            remove_stale_temps(path);
+            require_replaceable_target(path);
+            std::error_code ec;
+            existed[i] = fs::exists(path, ec);
+            tmps[i] = make_temp_beside(path);
+            {
+                // A writer that writes atomically itself (save_safetensors) says the cause once: this message
+                // says "not written".
+                struct Depth {
+                    Depth() { ++g_directory_depth; }
+                    ~Depth() { --g_directory_depth; }
+                } inside;
+                files[i].write(tmps[i]);
+            }
+            fsync_path(tmps[i], path, false);
+        }
+    } catch (const Cancelled&) {
+        cleanup();
+        throw;
+    } catch (const std::exception& e) {
+        cleanup();
+        std::string cause = e.what();
+        const std::string& path = files[std::min(i, n - 1)].path;
+        if (i < n && !tmps[i].empty()) replace_all(cause, tmps[i], path);
+        if (cause.rfind(path + ": ", 0) == 0) cause.erase(0, path.size() + 2);
+        throw Error(path + ": not written (" + none + "): " + cause);
+    } catch (...) {
+        cleanup();
+        throw;
+    }
+    // 2. The previous files kept as hard links, then the renames in order; a failed rename puts the set back.
+    for (i = 0; i < n; ++i)
+        if (existed[i]) backups[i] = link_backup(files[i].path);
+    for (i = 0; i < n; ++i) {
+        if (::rename(tmps[i].c_str(), files[i].path.c_str()) == 0) {
+            tmps[i].clear();
+            continue;
+        }
+        const std::string cause = sys_error();
+        bool restored = true;
+        for (size_t j = 0; j < i; ++j) {
+            if (!existed[j]) {
+                restored = ::unlink(files[j].path.c_str()) == 0 && restored;
+            } else if (backups[j].empty() || ::rename(backups[j].c_str(), files[j].path.c_str()) != 0) {
+                restored = false;
+            } else {
+                backups[j].clear();
+            }
+        }
+        cleanup();
+        fsync_path(parent_of(files[i].path), parent_of(files[i].path), true);
+        throw Error(files[i].path + ": not written (" +
+                    (restored ? none : "the files renamed before it could not all be put back") +
+                    "): cannot rename the temporary file over it: " + cause);
+    }
+    for (const std::string& b : backups)
+        if (!b.empty()) remove_quietly(b);
+    for (const FileToWrite& f : files) fsync_path(parent_of(f.path), parent_of(f.path), true);
 }
 
 std::string read_text_file(const std::string& path) {

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace cushion {
 
@@ -37,6 +38,21 @@ void write_atomically(const std::string& path, const std::function<void(const st
 void write_file_atomically(const std::string& path, const std::function<void(OutputFile& out)>& write);
 void write_text_atomically(const std::string& path, const std::string& text);
 std::string read_text_file(const std::string& path);  // throws Error if unreadable
+// Files that belong together (a studio session and the cushion and tuner state beside it), written as a set: every
+// file into a temporary beside its target first (written, fsync'ed); only when all are written are they renamed into
+// place, in order (put the file that names the others last). A failure while writing (full disk, read-only folder,
+// a refused target) or a Cancelled removes every temporary and leaves every previous file as it was; the message is
+// "PATH: not written (none of the N files was changed): CAUSE". A rename that fails puts back what the renames before
+// it replaced (the previous files are kept as hard links until the set is in place). A process killed while it
+// writes leaves temporaries: the next call for the same targets removes those of processes that no longer run.
+struct FileToWrite {
+    std::string path;
+    std::function<void(const std::string& tmp_path)> write;  // writes the whole file at tmp_path
+};
+void write_files_together(const std::vector<FileToWrite>& files);
+// Removes the temporaries beside `path` (".NAME.tmp-PID-..." and ".NAME.old-PID-...") left by a process PID that no
+// longer runs (killed while it wrote). Returns how many were removed.
+int remove_stale_temps(const std::string& path);
 // The same for a directory: `fill` writes into a temporary directory beside `dir`, which then takes its
 // place (an existing `dir` is swapped out, and only when `overwrite`). Any exception, Cancelled
 // included, removes the temporary directory and leaves `dir` as it was.

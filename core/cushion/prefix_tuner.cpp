@@ -378,8 +378,13 @@ void PrefixTuner::save_state(const std::string& path) const {
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     std::string state;
     save_state(&tensors, &state);
+    write_state_file(path, tensors, state);
+}
+
+void PrefixTuner::write_state_file(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                   const std::string& state_json) {
     save_safetensors(path, tensors,
-                     {{"format", "cushioncache-tuner-state"}, {"version", "1"}, {"tune", state}, {"tool_version", CUSHION_VERSION}});
+                     {{"format", "cushioncache-tuner-state"}, {"version", "1"}, {"tune", state_json}, {"tool_version", CUSHION_VERSION}});
 }
 
 void PrefixTuner::load_state(const std::string& path) {

@@ -117,6 +117,10 @@ public:
     // settings (nothing changes then).
     void save_state(const std::string& path) const;
     void load_state(const std::string& path);
+    // The file save_state(path) writes, from a state taken before with save_state(&tensors, &state_json) (the studio
+    // takes it on the tuning thread and writes it with the session's other files).
+    static void write_state_file(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                 const std::string& state_json);
 
 private:
     std::vector<size_t> epoch_order(int epoch) const;

@@ -12,8 +12,14 @@
 #include <QTest>
 #include <QThread>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "base/error.h"
 #include "model_controller.h"
@@ -302,6 +308,34 @@ private slots:
         QVERIFY(tune_->tunedCushion());
         QCOMPARE(cushionText(tune_->tunedCushion()), cushionText(t->cushion));
         QCOMPARE(tune_->snapshot()->steps_done, t->steps_done);
+    }
+
+    // File > Open on a named pipe with no writer: refused at once with core's rule for inputs, naming what it is
+    // (QFile::open waited for a writer for ever). A watchdog opens a writer after 20 s, so that a hang fails the test
+    // instead of blocking it.
+    void openingANamedPipeIsRefused() {
+        QTemporaryDir dir;
+        const QString fifo = dir.filePath("pipe.cushionstudio");
+        const QByteArray fifo8 = fifo.toLocal8Bit();
+        QCOMPARE(::mkfifo(fifo8.constData(), 0600), 0);
+        std::atomic<bool> done{false}, released{false};
+        std::thread watchdog([&] {
+            for (int i = 0; i < 200 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (done) return;
+            released = true;
+            ::close(::open(fifo8.constData(), O_RDWR | O_NONBLOCK));
+        });
+        QSignalSpy errors(session_.get(), &SessionController::error);
+        QSignalSpy opened(session_.get(), &SessionController::opened);
+        session_->open(fifo);
+        done = true;
+        watchdog.join();
+        QVERIFY2(!released, "opening the named pipe hung until the watchdog opened a writer");
+        QCOMPARE(errors.count(), 1);
+        const QString e = errors.at(0).at(0).toString();
+        QVERIFY2(e.contains(fifo + ": the session file is a named pipe, not a regular file"), qPrintable(e));
+        QVERIFY(!session_->restoring());
+        QCOMPARE(opened.count(), 0);
     }
 
     // A probe request carries the prompt, the channel map's layer and the probe site the views give; its

@@ -9,6 +9,7 @@
 #include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -238,4 +239,118 @@ TEST(ReadOnlyTarget, ExistingPackageInAReadOnlyFolderIsKept) {
         << e;
     EXPECT_EQ(entries(ro), std::set<std::string>{"pkg"});
     EXPECT_EQ(slurp(ro + "/pkg/config.json"), kOld);
+}
+
+// ------------------------------------------------------------------------------------ files written together
+// write_files_together (a studio session, its cushion and its tuner state): a failure while writing any of the set
+// leaves every previous file intact and no temporary; a rename that fails puts back what the renames before it
+// replaced; temporaries of a killed writer are removed by the next write of the same targets.
+
+namespace {
+
+std::vector<FileToWrite> three(const std::string& d, const std::string& a, const std::string& b, const std::string& c) {
+    auto text = [](std::string s) { return [s](const std::string& tmp) { write_text_atomically(tmp, s); }; };
+    return {{d + "/s.tuner", text(a)}, {d + "/s.cushion", text(b)}, {d + "/s.cushionstudio", text(c)}};
+}
+
+void write_v1(const std::string& d) { write_files_together(three(d, "tuner 1\n", "cushion 1\n", "session 1\n")); }
+
+void expect_v1(const std::string& d) {
+    EXPECT_EQ(slurp(d + "/s.tuner"), "tuner 1\n");
+    EXPECT_EQ(slurp(d + "/s.cushion"), "cushion 1\n");
+    EXPECT_EQ(slurp(d + "/s.cushionstudio"), "session 1\n");
+    EXPECT_EQ(entries(d), (std::set<std::string>{"s.tuner", "s.cushion", "s.cushionstudio"}));
+}
+
+}  // namespace
+
+TEST(FilesTogether, WritesTheSetAndReplacesIt) {
+    const std::string d = temp_dir("together-ok");
+    write_v1(d);
+    expect_v1(d);
+    write_files_together(three(d, "tuner 2\n", "cushion 2\n", "session 2\n"));
+    EXPECT_EQ(slurp(d + "/s.tuner"), "tuner 2\n");
+    EXPECT_EQ(slurp(d + "/s.cushion"), "cushion 2\n");
+    EXPECT_EQ(slurp(d + "/s.cushionstudio"), "session 2\n");
+    EXPECT_EQ(entries(d).size(), 3u);
+}
+
+// The disk fills while the first, the middle or the last file of the set is written: all three stay as they were.
+TEST(FilesTogether, DiskFullAtAnyFileKeepsTheWholePreviousSet) {
+    const std::string big(64 * 1024, 'x');
+    for (int at = 0; at < 3; ++at) {
+        const std::string d = temp_dir("together-full-" + std::to_string(at));
+        write_v1(d);
+        auto files = three(d, at == 0 ? big : "tuner 2\n", at == 1 ? big : "cushion 2\n", at == 2 ? big : "session 2\n");
+        std::string e;
+        {
+            FileSizeLimit limit(4096);
+            ASSERT_TRUE(limit.ok());
+            e = error_of([&] { write_files_together(files); });
+        }
+        EXPECT_TRUE(contains(e, files[at].path + ": not written (none of the 3 files was changed): write failed: File too large"))
+            << "file " << at << ": " << e;
+        EXPECT_FALSE(contains(e, ".tmp-")) << e;
+        expect_v1(d);
+    }
+}
+
+TEST(FilesTogether, ReadOnlyFolderKeepsTheWholePreviousSet) {
+    const std::string d = temp_dir("together-ro");
+    write_v1(d);
+    fs::permissions(d, fs::perms::owner_read | fs::perms::owner_exec);
+    std::string e;
+    {
+        NoPermissionOverride no_override;
+        if (!no_override.ok()) {
+            fs::permissions(d, fs::perms::owner_all);
+            GTEST_SKIP() << "cannot drop CAP_DAC_OVERRIDE here";
+        }
+        e = error_of([&] { write_files_together(three(d, "tuner 2\n", "cushion 2\n", "session 2\n")); });
+    }
+    fs::permissions(d, fs::perms::owner_all);
+    EXPECT_TRUE(contains(e, d + "/s.tuner: not written (none of the 3 files was changed): cannot create a temporary "
+                                "file in " + d + ": Permission denied"))
+        << e;
+    expect_v1(d);
+}
+
+// The last rename fails (its target became a non-empty directory after the checks): the two files renamed before it
+// are put back as they were.
+TEST(FilesTogether, AFailedRenamePutsBackTheFilesRenamedBeforeIt) {
+    const std::string d = temp_dir("together-rename");
+    write_v1(d);
+    fs::remove(d + "/s.cushionstudio");
+    auto files = three(d, "tuner 2\n", "cushion 2\n", "session 2\n");
+    const auto write_session = files[2].write;
+    files[2].write = [&](const std::string& tmp) {
+        write_session(tmp);
+        fs::create_directories(d + "/s.cushionstudio/inside");  // rename(file, non-empty directory) fails
+    };
+    const std::string e = error_of([&] { write_files_together(files); });
+    EXPECT_TRUE(contains(e, d + "/s.cushionstudio: not written (none of the 3 files was changed): cannot rename the "
+                                "temporary file over it"))
+        << e;
+    EXPECT_EQ(slurp(d + "/s.tuner"), "tuner 1\n");
+    EXPECT_EQ(slurp(d + "/s.cushion"), "cushion 1\n");
+    EXPECT_EQ(entries(d), (std::set<std::string>{"s.tuner", "s.cushion", "s.cushionstudio"}));
+    EXPECT_TRUE(fs::is_directory(d + "/s.cushionstudio"));
+}
+
+// Temporaries of a writer that was killed (its process no longer runs) are removed by the next write of the same
+// targets; those of a running process (maybe writing now) are kept.
+TEST(FilesTogether, TemporariesOfAKilledWriterAreRemovedNextTime) {
+    const std::string d = temp_dir("together-stale");
+    write_v1(d);
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);  // its pid now names no process
+    const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
+    for (const std::string& n : {".s.cushion.tmp-" + dead + "-0-ab", ".s.cushionstudio.old-" + dead + "-1",
+                                 "..s.tuner.tmp-" + dead + "-2-cd.tmp-" + dead + "-3-ef", ".s.cushion.tmp-" + alive + "-0-ab"})
+        std::ofstream(d + "/" + n) << "partial";
+    write_files_together(three(d, "tuner 2\n", "cushion 2\n", "session 2\n"));
+    EXPECT_EQ(entries(d), (std::set<std::string>{"s.tuner", "s.cushion", "s.cushionstudio", ".s.cushion.tmp-" + alive + "-0-ab"}));
+    EXPECT_EQ(slurp(d + "/s.cushionstudio"), "session 2\n");
 }
