@@ -44,7 +44,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 
-from refcheck import compare_logits, read_documents, transformers_perplexity
+from refcheck import check_perplexity, compare_logits, read_documents, transformers_perplexity
 
 LOGIT_RTOL = 1e-4  # max |diff| / max |logit|
 PPL_RTOL = 1e-4    # |ppl_ours / ppl_theirs - 1|
@@ -279,13 +279,8 @@ def check_model(args, name):
     docs = read_documents(text)
     ppl, count, truncated = transformers_perplexity(model, docs, tok.encode, bos, ctx)
     try:
-        pj = json.loads(engine.result("ppl"))
-        rel = abs(pj["ppl"] / ppl - 1)
-        good = rel <= PPL_RTOL and pj["tokens"] == count and pj["docs"] == len(docs)
-        print(f"(c) perplexity on {os.path.basename(text)} ({len(docs)} documents, {truncated} truncated to {ctx}): "
-              f"cushion {pj['ppl']:.7g} over {pj['tokens']} tokens, transformers {ppl:.7g} over {count}; "
-              f"relative diff {rel:.3g} (limit {PPL_RTOL:g}): {'ok' if good else 'FAIL'}")
-        ok &= good
+        ok &= check_perplexity(engine.result("ppl"), ppl, count, docs, text, PPL_RTOL,
+                               f", {truncated} truncated to {ctx}")
     except Exception as e:  # noqa: BLE001
         ok = failed("(c) perplexity", e)
     print(f"{name}: {'PASSED' if ok else 'FAILED'} ({time.time() - t0:.1f} s)")

@@ -1,7 +1,9 @@
 """What the transformers reference scripts (hf_models_reference.py, smollm2_reference.py) share: the engine's
 document reading, its perplexity protocol run in transformers, and the logits comparison against transformers with
 its printed figures."""
+import json
 import math
+import os
 
 import numpy as np
 import torch
@@ -35,6 +37,18 @@ def transformers_perplexity(model, docs, encode, bos, ctx):
             nll -= lp[:-1].gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
             count += len(ids) - 1
     return math.exp(nll / count), count, truncated
+
+
+def check_perplexity(engine_json, ppl, count, docs, text_path, rtol, note=""):
+    """The engine's `ppl --json` result against transformers' (ppl, predicted tokens) on the same documents: the
+    relative difference within rtol and the same token and document counts. Prints the (c) line; returns ok."""
+    pj = json.loads(engine_json)
+    rel = abs(pj["ppl"] / ppl - 1)
+    good = rel <= rtol and pj["tokens"] == count and pj["docs"] == len(docs)
+    print(f"(c) perplexity on {os.path.basename(text_path)} ({len(docs)} documents{note}): cushion {pj['ppl']:.7g} "
+          f"over {pj['tokens']} tokens, transformers {ppl:.7g} over {count}; relative diff {rel:.3g} "
+          f"(limit {rtol:g}): {'ok' if good else 'FAIL'}")
+    return good
 
 
 def load_causal_lm(path, **kw):

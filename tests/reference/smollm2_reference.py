@@ -145,7 +145,7 @@ def main():
     from tokenizers import pre_tokenizers
     from transformers import AutoTokenizer
     import refcommon as rc
-    from refcheck import compare_logits, read_documents, transformers_perplexity
+    from refcheck import check_perplexity, compare_logits, read_documents, transformers_perplexity
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     transformers.utils.logging.disable_progress_bar()
     print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, torch {torch.__version__}; "
@@ -274,13 +274,7 @@ def main():
     ppl, count, _ = transformers_perplexity(model, docs, lambda d: tok.encode(d, add_special_tokens=False), bos,
                                             c.max_position_embeddings)
     try:
-        pj = json.loads(runs["ppl"].result())
-        rel = abs(pj["ppl"] / ppl - 1)
-        good = rel <= PPL_RTOL and pj["tokens"] == count and pj["docs"] == len(docs)
-        print(f"(c) perplexity on {os.path.basename(docs_path)} ({len(docs)} documents): cushion {pj['ppl']:.7g} over "
-              f"{pj['tokens']} tokens, transformers {ppl:.7g} over {count}; relative diff {rel:.3g} "
-              f"(limit {PPL_RTOL:g}): {'ok' if good else 'FAIL'}")
-        ok &= good
+        ok &= check_perplexity(runs["ppl"].result(), ppl, count, docs, docs_path, PPL_RTOL)
     except Exception as e:  # noqa: BLE001
         print(f"(c) perplexity: FAIL: {e}")
         ok = False
