@@ -53,6 +53,8 @@ const char* kCalibrateHelp =
     "  --fast                 screen every candidate at about one token's forward pass (first-order estimate of\n"
     "                         L_q from its key/value, cushion/candidate_screen.h), re-score the best exactly\n"
     "  --screen-keep K        fast steps: candidates re-scored exactly on the whole sample (default 16)\n"
+    "  --screen-batch N       fast steps: candidates per screening forward pass (default 1024); with several\n"
+    "                         processes each screens a share of these batches\n"
     "  --pruned               pruned steps: score all candidates on a window, re-score the best on the sample\n"
     "  --prune-window N       window tokens (default 64)\n"
     "  --prune-keep K         candidates re-scored (default 16)\n"
@@ -124,6 +126,7 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
     so.step_kind = a.has("exhaustive") ? StepChoice::Exhaustive : a.has("fast") ? StepChoice::Fast
                  : a.has("pruned") ? StepChoice::Pruned : StepChoice::Auto;
     so.screen_keep = static_cast<int>(a.get_int("screen-keep", 16, 1, 1 << 24));
+    so.screen_batch = a.get_int("screen-batch", kDefaultScreenBatch, 1, 1 << 24);
     so.prune_window = a.get_int("prune-window", 64, 1, 1 << 24);
     so.prune_keep = static_cast<int>(a.get_int("prune-keep", 16, 1, 1 << 24));
     so.memory_budget = a.has("memory") ? a.get_int("memory", 0, 1, 1 << 24) << 20 : 0;
@@ -198,7 +201,7 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
     for (const auto& h : search.history())
         jsteps.push_back({{"step", h.step}, {"token", h.token}, {"piece", h.piece}, {"lq_before", h.loss_before},
                           {"lq_after", h.loss_after}, {"best_lq", h.best_loss}, {"accepted", h.accepted},
-                          {"stop", stop_reason_name(h.stop)}, {"seconds", h.seconds}});
+                          {"stop", stop_reason_name(h.stop)}, {"kind", step_kind_name(h.kind)}, {"seconds", h.seconds}});
     Cushion greedy = search.cushion();
     std::string prefix_show;
     for (auto t : search.prefix()) prefix_show += (prefix_show.empty() ? "" : " ") + show_piece(*m, t);
@@ -259,7 +262,7 @@ int calibrate_run(const Args& a, const std::shared_ptr<Communicator>& comm) {
 int cmd_calibrate(int argc, char** argv) {
     Args a(argc, argv, 2, with({"pruned", "exhaustive", "fast", "resume"}, common_flags()),
            with(with({"calib", "out", "out-greedy", "start", "tau", "max-prefix", "sample-tokens", "abits", "act", "sites",
-                      "candidates", "prune-window", "prune-keep", "screen-keep", "memory", "threads", "tune-epochs", "lambda", "lr", "batch",
+                      "candidates", "prune-window", "prune-keep", "screen-keep", "screen-batch", "memory", "threads", "tune-epochs", "lambda", "lr", "batch",
                       "seed", "checkpoint"},
                      distributed_values()),
                 common_values()));

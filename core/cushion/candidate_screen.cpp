@@ -62,9 +62,15 @@ double range_slope(const at::Tensor& x, int bits) {
 
 // The head-exact part (see candidate_screen.h): per-row max / min of every L_q site over the head tokens of a
 // candidate batch (rows: [t, sample 0 .. m-1]; positions 1 .. m), in forward order.
+// It also calls `on_block` (when set) as each block's keys and values are made: where a candidate batch's forward
+// checks for a cancel (CandidateScreen::estimate).
 class HeadRangeHook : public ActivationHook {
 public:
-    HeadRangeHook(const QuantLossOptions& loss) : loss_(loss) {}
+    HeadRangeHook(const QuantLossOptions& loss, const std::function<void(int)>& on_block)
+        : loss_(loss), on_block_(on_block) {}
+    void on_kv(int layer, at::Tensor&, at::Tensor&, const at::Tensor&) override {
+        if (on_block_ && layer >= 0) on_block_(layer);
+    }
     void on_activation(int layer, Site site, at::Tensor& x, const at::Tensor& valid) override {
         if (layer < 0 || !loss_.sites[static_cast<int>(site)] || x.size(1) < 2) return;
         at::Tensor h = x.narrow(1, 1, x.size(1) - 1).to(at::kFloat);
@@ -73,6 +79,7 @@ public:
         min.push_back(h.amin(dims));
     }
     const QuantLossOptions& loss_;
+    const std::function<void(int)>& on_block_;
     std::vector<at::Tensor> max, min;  // (b) each
 };
 
@@ -206,7 +213,7 @@ CandidateScreen::CandidateScreen(const Model& m, const KVCache& prefix_kv, const
 
 void CandidateScreen::candidate_pass(const std::vector<int32_t>& tokens, std::vector<at::Tensor>* k,
                                      std::vector<at::Tensor>* v, std::vector<at::Tensor>* head_max,
-                                     std::vector<at::Tensor>* head_min) const {
+                                     std::vector<at::Tensor>* head_min, const std::function<void(int)>& on_block) const {
     at::NoGradGuard ng;
     const ModelConfig& c = model_.config;
     const int64_t P = prefix_kv_.length(), b = tokens.size(), m = head_tokens_.size();
@@ -218,15 +225,16 @@ void CandidateScreen::candidate_pass(const std::vector<int32_t>& tokens, std::ve
     }
     const at::Tensor ids = at::tensor(rows, at::kLong).view({b, 1 + m}).to(model_.device());
     KVCache ext;
-    HeadRangeHook hook(loss_);
+    HeadRangeHook hook(loss_, on_block);
     ForwardArgs ea;
     ea.prefix = &prefix_kv_;
     ea.present = &ext;
     ea.skip_logits = true;
     // Without an exact head only the candidate's K/V are needed: the forward stops once the last block used has them.
+    // (The hook then only passes on_block on: with one token per row it records no head range.)
     const int64_t blocks = depth();
-    if (m > 0) ea.hook = &hook;
-    else ea.stop_after_kv = blocks - 1;
+    if (m > 0 || on_block) ea.hook = &hook;
+    if (m == 0) ea.stop_after_kv = blocks - 1;
     model_.forward(ids, ea);
     k->assign(blocks, at::Tensor());
     v->assign(blocks, at::Tensor());
@@ -254,14 +262,26 @@ std::vector<double> CandidateScreen::estimate(const std::vector<int32_t>& tokens
     at::NoGradGuard ng;
     int64_t bs = std::max<int64_t>(1, std::min<int64_t>(batch, tokens.size()));
     const size_t total = tokens.size();
+    const int64_t blocks = depth();
     auto run_batch = [&](size_t i, int64_t batch_now) {
-        report_progress(progress, f0 + (f1 - f0) * double(i) / double(total),
-                        label + ": " + std::to_string(i) + "/" + std::to_string(total) + " candidates");
+        const std::string what = label + ": " + std::to_string(i) + "/" + std::to_string(total) + " candidates";
+        // Progress (and the chance to cancel) before the batch, as each block of its forward starts and before each
+        // block's products: a cancel waits for one block's work, not a whole batch's (RESULTS.md: cancel latency).
+        // The fraction moves through the batch: its forward as the first half, its products as the second.
+        auto report_at = [&](double part) {
+            report_progress(progress, f0 + (f1 - f0) * (double(i) + part * double(batch_now)) / double(total), what);
+        };
+        report_at(0);
         check_injected_out_of_memory(batch_now);
         const size_t b = static_cast<size_t>(batch_now);
         std::vector<int32_t> chunk(tokens.begin() + i, tokens.begin() + i + b);
         std::vector<at::Tensor> k, v, hmax, hmin;
-        candidate_pass(chunk, &k, &v, &hmax, &hmin);
+        std::function<void(int)> on_block;
+        if (progress)
+            on_block = [&](int l) {
+                if (l > 0) report_at(0.5 * double(std::min<int64_t>(l, blocks)) / double(blocks));
+            };
+        candidate_pass(chunk, &k, &v, &hmax, &hmin, on_block);
         at::Tensor d = at::zeros({(int64_t)b}, at::TensorOptions().dtype(at::kDouble).device(model_.device()));
         at::Tensor mass = at::zeros_like(d);
         // The head's exact ranges.
@@ -275,6 +295,7 @@ std::vector<double> CandidateScreen::estimate(const std::vector<int32_t>& tokens
         // Per block: w = sigmoid(scale q.k_t - lse), gv = g.(v_t - a), summed over heads and sample tokens. In column
         // slices of kProductColumns candidates, so that the (H, n, columns) products stay in cache.
         for (size_t l = 0; l < k.size(); ++l) {
+            report_at(0.5 + 0.5 * double(l) / double(k.size()));
             const Layer& L = layers_[l];
             const int64_t Hn = L.qa.size(0) * L.qa.size(1);
             for (int64_t j0 = 0; j0 < (int64_t)b; j0 += kProductColumns) {

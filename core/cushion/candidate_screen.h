@@ -59,7 +59,8 @@ public:
     static constexpr int64_t kDefaultHead = 0;
 
     // est(t) - L_q(prefix) for each token (order kept), `batch` candidates per forward pass. Reports progress from
-    // f0 to f1 before every batch (throws Cancelled when asked to stop; nothing here changes state).
+    // f0 to f1 before every batch and within it before each block's forward and products (throws Cancelled when
+    // asked to stop, within one block's work; nothing here changes state).
     // A batch that runs out of memory is halved and retried (base/out_of_memory.h; on_halve(old, new) is told, empty:
     // a line on stderr); with a batch of 1 it throws Error.
     // attention_mass (optional): per token, sum over blocks, heads and the sample tokens after the head of the weight
@@ -100,8 +101,11 @@ private:
     };
     // One forward pass of [t, head tokens] per row: the candidate slot's K/V per block, (H, D + 1, b) with a row of ones
     // under them (see Layer), and the head's per-site max / min, (b) each in the order of ranges_.
+    // on_block (optional) is called with each block's index as the forward makes its keys and values (it may throw,
+    // e.g. Cancelled: the pass is then abandoned, nothing changed).
     void candidate_pass(const std::vector<int32_t>& tokens, std::vector<at::Tensor>* k, std::vector<at::Tensor>* v,
-                        std::vector<at::Tensor>* head_max, std::vector<at::Tensor>* head_min) const;
+                        std::vector<at::Tensor>* head_max, std::vector<at::Tensor>* head_min,
+                        const std::function<void(int)>& on_block = {}) const;
 
     const Model& model_;
     const KVCache& prefix_kv_;

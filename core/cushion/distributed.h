@@ -6,7 +6,9 @@
 //           contiguous ranges, one per rank (all ranks use the smallest batch size any of them would pick,
 //           so that every batch holds the same candidates as in one process), and all_gather_doubles puts
 //           the losses back together in candidate order on every rank. Each rank then takes the same
-//           decision (lowest L_q, ties -> lowest id) from the same numbers. A batch's losses do not depend
+//           decision (lowest L_q, ties -> lowest id) from the same numbers. The fast step's screen is shared
+//           out the same way: whole screen batches per rank (screen_shard), the estimates gathered, every rank
+//           then re-scores the same best K. A batch's losses (and estimates) do not depend
 //           on which process scored it: with the same batch size and thread count they are bit-for-bit
 //           the ones of one process.
 //   tuning  each rank takes a contiguous share of every batch's documents; its CE and L_q are normalised by

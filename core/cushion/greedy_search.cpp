@@ -153,6 +153,13 @@ int64_t budget_for(c10::Device dev, const DeviceMemory& mem) {
 
 int64_t default_memory_budget(c10::Device dev) { return budget_for(dev, query_device_memory(dev)); }
 
+std::pair<size_t, size_t> screen_shard(size_t candidates, int64_t batch, int rank, int world_size) {
+    if (batch < 1) throw Error("greedy search: the screen batch must be positive");
+    const int64_t b = batch, batches = (int64_t(candidates) + b - 1) / b;
+    const auto share = shard_range(batches, rank, world_size);
+    return {std::min<size_t>(share.first * b, candidates), std::min<size_t>(share.second * b, candidates)};
+}
+
 int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev) {
     if (!dev.is_cpu() || o.threads < 0) return 0;
     if (o.threads > 0) return o.threads;
@@ -428,15 +435,28 @@ GreedyStepResult GreedySearch::score(StepKind kind, const ProgressFn& progress) 
         const double split = cs / (cs + cf);
         report_progress(progress, 0, label + " (screen): preparing the sample");
         const CandidateScreen screen(*model_, prefix_kv_, sample_, opts_.loss, opts_.screen_head);
-        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : 1024;
+        const int64_t sb = opts_.screen_batch > 0 ? opts_.screen_batch : kDefaultScreenBatch;
         const std::string screen_label = label + " (screen)";
+        // Across ranks: each screens a contiguous range of whole batches (the same batches as one process, so the
+        // same estimates bit for bit: a candidate's estimate moves with the batch it is computed in at float
+        // rounding), and the estimates are gathered in rank order, the whole list on every rank.
+        Communicator* comm = opts_.comm && opts_.comm->world_size() > 1 ? opts_.comm.get() : nullptr;
+        if (comm) comm->check_agree("screen batch", std::to_string(sb));  // the same batches on every rank
+        const auto range = screen_shard(candidates_.size(), sb, comm ? comm->rank() : 0, comm ? comm->world_size() : 1);
+        const std::vector<int32_t> mine(candidates_.begin() + range.first, candidates_.begin() + range.second);
         std::vector<double> est =
-            screen.estimate(candidates_, sb, progress, 0, split, screen_label, nullptr, [&](int64_t old_b, int64_t new_b) {
+            screen.estimate(mine, sb, progress, 0, split, screen_label, nullptr, [&](int64_t old_b, int64_t new_b) {
                 if (opts_.log)
                     opts_.log(batch_halved_message("greedy search " + screen_label, old_b, new_b));
                 else
                     report_batch_halved("greedy search " + screen_label, old_b, new_b);
             });
+        if (comm) {
+            est = comm->all_gather_doubles(est);
+            if (est.size() != candidates_.size())
+                throw Error("greedy search: the ranks screened " + std::to_string(est.size()) + " candidates, not " +
+                            std::to_string(candidates_.size()) + "; every rank must run the same search");
+        }
         r.window_loss = at::full({V}, std::numeric_limits<double>::quiet_NaN(), at::kDouble);
         auto wl = r.window_loss.accessor<double, 1>();
         for (size_t i = 0; i < candidates_.size(); ++i) wl[candidates_[i]] = loss_ + est[i];

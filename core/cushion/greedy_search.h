@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/kv_cache.h"
@@ -46,6 +47,10 @@ class Communicator;
 // The default longest prefix, start tokens included (the paper leaves m unspecified: "small, a few tokens"); the
 // CLI's --max-prefix and the studio's Max prefix start from it.
 constexpr int kDefaultMaxPrefix = 4;
+
+// The fast step's candidates per screening forward pass when GreedySearchOptions::screen_batch is 0: on the CPU 15%
+// less time than 256 for SmolLM2 (tests/perf/RESULTS.md).
+constexpr int64_t kDefaultScreenBatch = 1024;
 
 // How step() chooses its kind (GreedySearchOptions::step_kind).
 enum class StepChoice { Auto, Exhaustive, Pruned, Fast };
@@ -72,20 +77,24 @@ struct GreedySearchOptions {
     int screen_keep = 16;               // fast steps: candidates re-scored exactly on the whole sample
     int64_t screen_head = 0;            // fast steps: first sample tokens run exactly after every candidate (costs 1 + head
                                         // token forwards per candidate; measured no better on stories260K, RESULTS.md)
-    int64_t screen_batch = 0;           // fast steps: candidates per screening forward pass (0 = 1024: on the CPU 15% less
-                                        // time than 256 for SmolLM2, tests/perf/RESULTS.md)
+    int64_t screen_batch = 0;           // fast steps: candidates per screening forward pass (0 = kDefaultScreenBatch)
     // CPU intra-op threads while scoring. 0 = automatic: 1 for models narrower than 1024, whose per-candidate
     // operations are too small to split (stories260K, one exhaustive step on the 2-core test machine: 14.3 s
     // on 1 thread, 19.6 s on 2; RESULTS.md), otherwise the process's setting. < 0: the process's setting.
     int threads = 0;
     // Scoring shared out over processes (cushion/distributed.h): each rank scores a contiguous range of every
-    // pass's candidate batches and the losses are gathered on every rank, which then decide alike. Every rank
-    // must run the same search with the same settings. Null (or one process): everything here.
+    // pass's candidate batches (the fast step's screen too: screen_shard) and the losses are gathered on every
+    // rank, which then decide alike. Every rank must run the same search with the same settings. Null (or one
+    // process): everything here.
     std::shared_ptr<Communicator> comm;
     // Lines worth a log entry while scoring: a candidate batch that ran out of memory was halved (the same
     // candidates are retried; base/out_of_memory.h). Empty: the line goes to stderr.
     std::function<void(const std::string&)> log;
 };
+// The fast step's screen across ranks: the [begin, end) candidates rank `rank` of `world_size` screens, a contiguous
+// range of whole `batch`-candidate batches (shard_range over the batches), so that every batch holds the same
+// candidates as in one process.
+std::pair<size_t, size_t> screen_shard(size_t candidates, int64_t batch, int rank, int world_size);
 // The intra-op thread count a search with these options uses on the model's device (0 = unchanged).
 int search_threads(const GreedySearchOptions& o, const ModelConfig& c, c10::Device dev);
 

@@ -19,24 +19,33 @@ export OMP_NUM_THREADS=1
 fail() { echo "FAIL: $*"; exit 1; }
 free_port() { "$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 
-# compare LAMBDA LOSS_TOL DELTA_TOL: one process against --local-processes 2 (tests/distributed/compare_runs.py).
-# Measured on stories260K (tests/perf/RESULTS.md): lambda 0: losses 1.1e-7, change of the cushion 2.2e-6;
+# compare LAMBDA LOSS_TOL DELTA_TOL [FLAGS...]: one process against --local-processes 2 (tests/distributed/compare_runs.py),
+# both with FLAGS. Measured on stories260K (tests/perf/RESULTS.md): lambda 0: losses 1.1e-7, change of the cushion 2.2e-6;
 # lambda 0.01 (the default): losses 1.2e-5, change 0.02.
 compare() {
-  local lam=$1
-  echo "== lambda $lam: one process"
-  "$CLI" calibrate "${COMMON[@]}" --lambda "$lam" --out one.safetensors --out-greedy one_greedy.safetensors > one.json
-  echo "== lambda $lam: two local processes (--local-processes 2)"
+  local lam=$1 ltol=$2 dtol=$3
+  shift 3
+  echo "== lambda $lam $*: one process"
+  "$CLI" calibrate "${COMMON[@]}" "$@" --lambda "$lam" --out one.safetensors --out-greedy one_greedy.safetensors > one.json
+  echo "== lambda $lam $*: two local processes (--local-processes 2)"
   rm -f two.ckpt
-  "$CLI" calibrate "${COMMON[@]}" --lambda "$lam" --local-processes 2 --out two.safetensors \
+  "$CLI" calibrate "${COMMON[@]}" "$@" --lambda "$lam" --local-processes 2 --out two.safetensors \
     --out-greedy two_greedy.safetensors --checkpoint two.ckpt > two.json
   [ -f two.ckpt ] || fail "rank 0 wrote no checkpoint"
   if ls -a | grep -E '\.tmp|\.part'; then fail "temporary files left behind"; fi
-  "$PY" "$SRC/tests/distributed/compare_runs.py" "$2" "$3" one.json two.json one_greedy.safetensors \
+  "$PY" "$SRC/tests/distributed/compare_runs.py" "$ltol" "$dtol" one.json two.json one_greedy.safetensors \
     two_greedy.safetensors one.safetensors two.safetensors
 }
 compare 0 1e-6 1e-4
 compare 0.01 1e-4 0.1
+# Fast steps (issue 14): each rank screens half of the screen's 64-candidate batches (8 batches of the 509 candidates:
+# 4 + 4) and the estimates are gathered; the same batches as one process, so the same shortlist, tokens and L_q
+# bit for bit (unit test Distributed.FastStepScreensAShareOnEachRank checks the shares and the estimates).
+compare 0 1e-6 1e-4 --fast --screen-batch 64
+for f in one.json two.json; do
+  "$PY" -c "import json, sys; s = json.load(open('$f'))['search']; sys.exit(0 if s and all(x['kind'] == 'fast' for x in s) else 1)" ||
+    fail "$f: the search steps are not all fast steps"
+done
 
 echo "== two ranks started by hand with different settings: both end with the disagreement named"
 PORT=$(free_port)

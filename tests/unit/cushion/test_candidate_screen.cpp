@@ -289,3 +289,44 @@ TEST(GreedySearchFast, ProgressAndCancel) {
     EXPECT_EQ(again.best_token, r.best_token);
     EXPECT_EQ(again.shortlist, r.shortlist);
 }
+
+// A cancel inside one screening batch (issue 14: with 1024-candidate batches a cancel waited for a whole batch, ~4 s
+// on SmolLM2): estimate() reports progress before the batch, as each block's forward makes its K/V and before each
+// block's products, so a cancel is seen within one block's work; the reported fractions move forward through the
+// batch; with and without progress the estimates are the same.
+TEST(CandidateScreen, CancelIsSeenInsideABatch) {
+    TinySpec spec;
+    spec.seed = 5;
+    spec.vocab = 40;
+    spec.layers = 3;
+    auto m = make_tiny(spec).first;
+    const KVCache kv = prefix_kv(*m, {1, 5});
+    const auto sample = tiny_sample(12, 40, 3);
+    CandidateScreen screen(*m, kv, sample, QuantLossOptions{}, 0);
+    std::vector<int32_t> cand;
+    for (int32_t t = 3; t < 40; ++t) cand.push_back(t);
+    const auto plain = screen.estimate(cand, 1000);  // one batch
+    std::vector<double> fractions;
+    const auto seen = screen.estimate(cand, 1000, [&](double f, const std::string&) {
+        fractions.push_back(f);
+        return true;
+    });
+    for (size_t i = 0; i < cand.size(); ++i) EXPECT_EQ(plain[i], seen[i]) << cand[i];
+    // Before the batch, blocks 1 and 2's K/V, the 3 blocks' products, and the end.
+    ASSERT_EQ(fractions.size(), 1u + 2u + 3u + 1u);
+    for (size_t i = 1; i < fractions.size(); ++i) EXPECT_GT(fractions[i], fractions[i - 1]) << i;
+    EXPECT_DOUBLE_EQ(fractions.front(), 0.0);
+    EXPECT_DOUBLE_EQ(fractions.back(), 1.0);
+    // Cancelled at each of the in-batch reports: the call that said stop is the last one.
+    for (int stop_at = 2; stop_at <= 6; ++stop_at) {
+        int calls = 0;
+        EXPECT_THROW(screen.estimate(cand, 1000, [&](double, const std::string&) { return ++calls < stop_at; }), Cancelled)
+            << stop_at;
+        EXPECT_EQ(calls, stop_at);
+    }
+    // With an exact head the forward runs every block; the in-batch reports still come.
+    CandidateScreen headed(*m, kv, sample, QuantLossOptions{}, 2);
+    int calls = 0;
+    (void)headed.estimate(cand, 1000, [&](double, const std::string&) { return ++calls > 0; });
+    EXPECT_GE(calls, 1 + 2 + 3 + 1);
+}

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "cushion/cushion.h"
 #include "cushion/distributed.h"
+#include "cushion/greedy_search.h"
 #include "cushion/prefix_tuner.h"
 #include "tiny_models.h"
 
@@ -215,5 +216,101 @@ TEST(Distributed, SharesOfATuningBatchAddUpToTheBatch) {
             EXPECT_LT((gk[l] - whole.grad_k[l]).abs().max().item<double>(), 1e-10 * whole.grad_norm) << world << " " << l;
             EXPECT_LT((gv[l] - whole.grad_v[l]).abs().max().item<double>(), 1e-10 * whole.grad_norm) << world << " " << l;
         }
+    }
+}
+
+namespace {
+
+// A rank's communicator that records the length of what it gives to all_gather_doubles.
+class Recording : public Communicator {
+public:
+    explicit Recording(std::shared_ptr<Communicator> c) : c_(std::move(c)) {}
+    int rank() const override { return c_->rank(); }
+    int world_size() const override { return c_->world_size(); }
+    std::vector<double> all_gather_doubles(const std::vector<double>& mine) override {
+        gave.push_back(mine.size());
+        return c_->all_gather_doubles(mine);
+    }
+    void all_reduce_sum(std::vector<at::Tensor>& t) override { c_->all_reduce_sum(t); }
+    int64_t all_reduce_min(int64_t v) override { return c_->all_reduce_min(v); }
+    void barrier() override { c_->barrier(); }
+    void check_agree(const std::string& what, const std::string& value) override { c_->check_agree(what, value); }
+    std::string fail(const std::string& m) override { return c_->fail(m); }
+    void finish() override { c_->finish(); }
+    std::vector<size_t> gave;
+
+private:
+    std::shared_ptr<Communicator> c_;
+};
+
+}  // namespace
+
+TEST(Distributed, ScreenShardIsWholeBatchesInOrder) {
+    for (size_t n : {0, 1, 7, 26, 509, 49135})
+        for (int64_t batch : {1, 4, 64, 1024})
+            for (int world : {1, 2, 3, 5}) {
+                size_t next = 0;
+                for (int r = 0; r < world; ++r) {
+                    auto [b, e] = screen_shard(n, batch, r, world);
+                    EXPECT_EQ(b, next);
+                    EXPECT_LE(b, e);
+                    EXPECT_TRUE(b == n || b % batch == 0) << n << " " << batch << " " << r;  // starts on a batch boundary
+                    next = e;
+                }
+                EXPECT_EQ(next, n);
+            }
+    EXPECT_THROW(screen_shard(10, 0, 0, 1), Error);
+}
+
+// The fast step on two ranks: each screens its share of the screen's batches (26 candidates in batches of 4: 7 batches,
+// 3 + 4 (shard_range), i.e. 12 + 14 candidates), the estimates gathered are one process's bit for bit, and the re-scored shortlist, losses and choice are the same.
+TEST(Distributed, FastStepScreensAShareOnEachRank) {
+    if (!distributed_available()) GTEST_FAIL() << "built without Gloo";
+    TinySpec spec;
+    spec.seed = 4;
+    spec.vocab = 29;
+    std::shared_ptr<const Model> m = make_tiny(spec).first;
+    std::vector<int32_t> sample;
+    for (int i = 0; i < 16; ++i) sample.push_back(3 + (i * 7 + 2) % 26);
+    GreedySearchOptions o;
+    o.screen_batch = 4;
+    o.screen_keep = 4;
+    const GreedyStepResult one = GreedySearch(m, sample, o).score(StepKind::Fast);
+    const int port = free_port();
+    std::vector<GreedyStepResult> res(2);
+    std::vector<std::vector<size_t>> gave(2);
+    std::vector<std::string> errors(2);
+    std::vector<std::thread> ts;
+    for (int r = 0; r < 2; ++r)
+        ts.emplace_back([&, r] {
+            try {
+                DistributedOptions d;
+                d.world_size = 2;
+                d.rank = r;
+                d.port = port;
+                d.timeout = std::chrono::milliseconds(20000);
+                auto rec = std::make_shared<Recording>(connect(d));
+                GreedySearchOptions ro = o;
+                ro.comm = rec;
+                res[r] = GreedySearch(m, sample, ro).score(StepKind::Fast);
+                gave[r] = rec->gave;
+                rec->finish();
+            } catch (const std::exception& e) {
+                errors[r] = e.what();
+            }
+        });
+    for (auto& t : ts) t.join();
+    for (int r = 0; r < 2; ++r) {
+        ASSERT_EQ(errors[r], "") << "rank " << r;
+        ASSERT_GE(gave[r].size(), 1u);
+        EXPECT_EQ(gave[r][0], r == 0 ? 12u : 14u) << "rank " << r << " screened the wrong share";  // 3 and 4 batches
+        const GreedyStepResult& x = res[r];
+        ASSERT_TRUE(x.window_loss.defined());
+        EXPECT_TRUE(at::equal(x.window_loss.isnan(), one.window_loss.isnan()));
+        EXPECT_TRUE(at::equal(at::nan_to_num(x.window_loss), at::nan_to_num(one.window_loss))) << "rank " << r;
+        EXPECT_EQ(x.shortlist, one.shortlist);
+        EXPECT_EQ(x.best_token, one.best_token);
+        EXPECT_EQ(x.best_loss, one.best_loss);
+        EXPECT_TRUE(at::equal(at::nan_to_num(x.candidate_loss), at::nan_to_num(one.candidate_loss)));
     }
 }
