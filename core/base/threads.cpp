@@ -11,7 +11,11 @@ namespace cushion {
 int use_all_cores() {
     const char* env = std::getenv("OMP_NUM_THREADS");
     const int hw = static_cast<int>(std::thread::hardware_concurrency());
-    if ((!env || !*env) && hw > at::get_num_threads()) at::set_num_threads(hw);
+    const int n = (!env || !*env) && hw > at::get_num_threads() ? hw : at::get_num_threads();
+    // Always through at::set_num_threads, even to the count in force: it also turns MKL's dynamic threading off
+    // (for the process) and sets MKL's count, which nothing can put back; done here, every later
+    // set_num_threads / IntraOpThreads restore returns to exactly this state (see threads.h).
+    at::set_num_threads(n);
     return at::get_num_threads();
 }
 
