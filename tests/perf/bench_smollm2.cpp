@@ -10,9 +10,14 @@
 //       --phase prep|screen|rescore stops after that part (rescore: only it; fwd: the candidate forwards only), for a profiler.
 //   bench_smollm2 depth   [--model GGUF] [--candidates 8192] [--offset 0] [--depths 4,8,12,16,20]
 //       how much of the screen's ranking its first L blocks decide (see run_depth).
-//   bench_smollm2 prefill [--model GGUF] [--tokens 512] [--reps 3]
-//       prefill tokens/s of T-token prompts (last-position logits only) at batch 1 and 4, fp32 and bf16, and
-//       decode tokens/s (64 tokens after a 512-token prompt, batch 1).
+//   bench_smollm2 prefill [--model GGUF] [--tokens 512] [--reps 3] [--threads N] [--dtypes fp32,bf16] [--batches 1,4]
+//                         [--decode-prompt T] [--decode-tokens 64]
+//       prefill tokens/s of T-token prompts (last-position logits only) at each batch and dtype, and decode tokens/s
+//       (batch 1, --decode-tokens after a --decode-prompt-token prompt; --decode-tokens 0 skips it). Any model file
+//       (stories260K's GGUF too). --threads: libtorch intra-op threads (default: all cores).
+//   bench_smollm2 prefill --package DIR [--tokens 512] [--reps 3] [--threads N]
+//       one forward of a T-token prompt (batch 1) of an exported package: its dequantized fp32 model, simulated
+//       (the activation quantizer's hook) and `--kernels int8`, twice, alternated: the int8 kernels per forward.
 // Both print the matmul rate (1024^3, 2 threads and 1 thread) at the start and at the end.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -26,8 +31,10 @@
 #include <functional>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "base/error.h"
 #include "base/resources.h"
 #include "base/threads.h"
 #include "cushion/candidate_screen.h"
@@ -279,8 +286,40 @@ int run_depth(int argc, char** argv) {
     return 0;
 }
 
+std::vector<std::string> split_list(const std::string& s) {
+    std::vector<std::string> out;
+    size_t a = 0;
+    while (a <= s.size()) {
+        const size_t b = std::min(s.find(',', a), s.size());
+        if (b > a) out.push_back(s.substr(a, b - a));
+        a = b + 1;
+    }
+    return out;
+}
+
+// Best-of-`reps` wall seconds of one forward of `ids` (last-position logits), after one warm-up.
+double forward_seconds(const Model& m, const at::Tensor& ids, const ForwardArgs& fa, int reps) {
+    (void)m.forward(ids, fa);
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) best = std::min(best, seconds([&] { (void)m.forward(ids, fa); }));
+    return best;
+}
+
 int run_prefill(int argc, char** argv) {
-    auto m = load_model(arg(argc, argv, "--model", default_smollm2().c_str()));
+    const std::string pkg_path = arg(argc, argv, "--package", "");
+    const int threads = std::atoi(arg(argc, argv, "--threads", "0"));
+    const IntraOpThreads it(threads);
+    RunTarget target, target_int8;
+    if (!pkg_path.empty()) {
+        OpenOptions o;
+        target = open_target(pkg_path, o);
+        o.kernels = "int8";
+        target_int8 = open_target(pkg_path, o);
+        for (const auto& n : target_int8.notes) std::printf("  int8 kernels: %s\n", n.c_str());
+    } else {
+        target.model = load_model(arg(argc, argv, "--model", default_smollm2().c_str()));
+    }
+    Model* m = target.model.get();
     const int64_t T = std::atoll(arg(argc, argv, "--tokens", "512"));
     const int reps = std::atoi(arg(argc, argv, "--reps", "3"));
     const auto docs = tokenize_documents(*m, read_documents(sample_text_path("tinystories-calib.txt")), int64_t(1) << 40);
@@ -289,35 +328,64 @@ int run_prefill(int argc, char** argv) {
     const double C = c.dim, Q = double(c.n_heads) * c.head_dim, KV = c.kv_dim();
     const double linear = 2 * (C * Q + 2 * C * KV + Q * C + 3 * C * c.hidden_dim);
     const double flops1 = c.n_layers * (T * linear + 4.0 * Q * T * (T + 1) / 2) + 2 * C * c.vocab_size;  // causal, last logits
-    std::printf("prefill, %lld-token prompts, last-position logits (%.1f GFLOP a prompt), best of %d\n", (long long)T,
-                flops1 / 1e9, reps);
+    std::printf("prefill, %lld-token prompts, last-position logits (%.3f GFLOP a prompt), best of %d, %d intra-op threads\n",
+                (long long)T, flops1 / 1e9, reps, at::get_num_threads());
     at::NoGradGuard ng;
-    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+    at::Tensor ids1 = at::tensor(std::vector<int64_t>(sample.begin(), sample.end()), at::kLong).view({1, T});
+    if (!pkg_path.empty()) {
+        // One forward of a T-token prompt, batch 1: the package's dequantized float32 model alone, the same with its
+        // activation quantizer (simulated, as `--kernels simulated` runs), and with the int8 kernels.
+        ForwardArgs plain;
+        plain.last_logits_only = true;
+        ForwardArgs sim = plain, int8 = plain;
+        sim.hook = target.pkg->hook.get();
+        sim.kernels = target.pkg->kernels.get();
+        int8.hook = target_int8.pkg->hook.get();
+        int8.kernels = target_int8.pkg->kernels.get();
+        if (!int8.kernels) throw Error("the package does not run on the int8 kernels (see the notes above)");
+        const Model* m8 = target_int8.model.get();
+        for (int round = 0; round < 2; ++round) {  // alternated, for the shared machine
+            for (const auto& [name, mm, fa] : {std::tuple<const char*, const Model*, ForwardArgs>{"fp32 (dequantized weights, no quantizer)", m, plain},
+                                               {"simulated (fp32, quantizer hook)", m, sim},
+                                               {"int8 kernels (quantizer hook + int8 linears)", m8, int8}}) {
+                const double s = forward_seconds(*mm, ids1, fa, reps);
+                char buf[160];
+                std::snprintf(buf, sizeof buf, "round %d %s: %.1f ms a forward", round + 1, name, 1e3 * s);
+                line(buf, s, flops1);
+            }
+        }
+        return 0;
+    }
+    for (const std::string& dn : split_list(arg(argc, argv, "--dtypes", "fp32,bf16"))) {
+        const at::ScalarType dt = parse_dtype(dn);
         m->to(c10::Device(c10::kCPU), dt);
-        for (int64_t B : {1, 4}) {
-            at::Tensor ids = at::tensor(std::vector<int64_t>(sample.begin(), sample.end()), at::kLong).view({1, T}).expand({B, T}).contiguous();
+        for (const std::string& bs : split_list(arg(argc, argv, "--batches", "1,4"))) {
+            const int64_t B = std::atoll(bs.c_str());
             ForwardArgs fa;
             fa.last_logits_only = true;
-            (void)m->forward(ids, fa);
-            double best = 1e30;
-            for (int r = 0; r < reps; ++r) best = std::min(best, seconds([&] { (void)m->forward(ids, fa); }));
+            const double best = forward_seconds(*m, ids1.expand({B, T}).contiguous(), fa, reps);
             char buf[120];
             std::snprintf(buf, sizeof buf, "%s batch %lld: %.0f tokens/s", dtype_name(dt).c_str(), (long long)B, B * T / best);
             line(buf, best, B * flops1);
         }
-        // Decode: 64 greedy tokens after the prompt, batch 1 (generate() runs the prompt first; subtract it).
+        // Decode: N greedy tokens after a prompt of --decode-prompt tokens, batch 1 (generate() runs the prompt first
+        // and picks the first token from its logits: the time of a 1-token generate is subtracted, leaving N - 1).
+        const int64_t DP = std::atoll(arg(argc, argv, "--decode-prompt", std::to_string(T).c_str()));
+        const int64_t N = std::atoll(arg(argc, argv, "--decode-tokens", "64"));
+        if (N < 2) continue;
+        const std::vector<int32_t> prompt(sample.begin(), sample.begin() + std::min<int64_t>(DP, T));
         GenerateOptions g;
-        g.max_new_tokens = 64;
+        g.max_new_tokens = N;
         g.stop_at_eos = false;
+        GenerateOptions g1 = g;
+        g1.max_new_tokens = 1;
         double t_gen = 1e30, t_pf = 1e30;
         for (int r = 0; r < reps; ++r) {
-            t_gen = std::min(t_gen, seconds([&] { (void)generate(*m, sample, g); }));
-            GenerateOptions g1 = g;
-            g1.max_new_tokens = 1;
-            t_pf = std::min(t_pf, seconds([&] { (void)generate(*m, sample, g1); }));
+            t_gen = std::min(t_gen, seconds([&] { (void)generate(*m, prompt, g); }));
+            t_pf = std::min(t_pf, seconds([&] { (void)generate(*m, prompt, g1); }));
         }
-        std::printf("  %s decode batch 1 after %lld tokens: %.1f tokens/s (63 tokens in %.3f s)\n", dtype_name(dt).c_str(),
-                    (long long)T, 63 / (t_gen - t_pf), t_gen - t_pf);
+        std::printf("  %s decode batch 1 after %lld tokens: %.1f tokens/s (%lld tokens in %.3f s)\n", dtype_name(dt).c_str(),
+                    (long long)prompt.size(), (N - 1) / (t_gen - t_pf), (long long)(N - 1), t_gen - t_pf);
     }
     return 0;
 }
