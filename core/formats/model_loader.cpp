@@ -25,6 +25,7 @@ std::shared_ptr<Model> load_model_file(const std::string& path, const LoadOption
         else m = load_llama2c(path, opts);
     }
     m->fingerprint();  // cached while the weights are float32 on the CPU
+    m->weights.pack_qkv();  // q, k, v as one product in the forward pass (the tensors are unchanged)
     return m;
 }
 

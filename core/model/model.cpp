@@ -1,9 +1,11 @@
 #include "model/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "base/error.h"
@@ -20,7 +22,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 // RMSNorm as Hugging Face computes it: statistics in float32, result cast back, then scaled.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
     at::Tensor xf = x.to(at::kFloat);
-    at::Tensor r = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    at::Tensor r = xf * xf.pow(2).mean(-1, /*keepdim=*/true).add_(eps).rsqrt_();
     return w * r.to(x.scalar_type());
 }
 
@@ -61,12 +63,15 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
     return inv_freq;
 }
 
-// Causal attention of q (B, H, T, D) over keys/values (B, H, P+T, D); mask (T, P+T) true = hidden. libtorch's
-// fused scaled_dot_product_attention with a boolean mask of the visible keys, called as transformers' default
-// ("sdpa") attention calls it for a cache of P positions (keys/values repeated to H heads, a boolean mask, no
-// dropout, not is_causal), so that both run the same kernel on the same operands and agree bit for bit.
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale) {
-    return at::scaled_dot_product_attention(q, k, v, at::logical_not(mask), 0.0, false, scale);
+// Causal attention of q (B, H, T, D) over keys/values (B, H, P+T, D). libtorch's fused
+// scaled_dot_product_attention, called as transformers' default ("sdpa") attention calls it (keys/values repeated to
+// H heads, no dropout): with is_causal and no mask when there is no prefix (`add_mask` undefined), else with
+// `add_mask` (T, P+T), 0 where a key is visible and -inf where it is hidden, the float mask libtorch makes from
+// transformers' boolean one (made once per forward here, not once per layer). Both run the same kernel on the same
+// operands; measured on this libtorch, is_causal, the boolean and the float mask give the same bits.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& add_mask, double scale) {
+    if (!add_mask.defined()) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale);
+    return at::scaled_dot_product_attention(q, k, v, add_mask, 0.0, false, scale);
 }
 
 // A block linear, through args.kernels when set.
@@ -108,6 +113,7 @@ void Model::to(c10::Device dev, at::ScalarType dt) {
         if (t.is_floating_point()) t = t.to(dev, dt).contiguous();
     });
     if (config.tied_embeddings) weights.lm_head = weights.tok_emb;
+    weights.pack_qkv();
 }
 
 at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) const {
@@ -131,8 +137,11 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
     const int64_t H = c.n_heads, KVH = c.n_kv_heads, D = c.head_dim, rep = H / KVH;
     const bool opt = c.arch == Arch::OPT;
     const at::Tensor valid = args.valid.defined() ? args.valid.to(dev) : at::Tensor();
-    if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= c.vocab_size))
-        throw Error("token id out of range [0, " + std::to_string(c.vocab_size) + ")");
+    if (tokens.numel() > 0) {
+        const auto [lo, hi] = at::aminmax(tokens);
+        if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= c.vocab_size)
+            throw Error("token id out of range [0, " + std::to_string(c.vocab_size) + ")");
+    }
 
     // Key indices of the new tokens P .. P+T-1; their positions are those plus the gap (ForwardArgs::position_gap).
     const at::Tensor idx = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev));
@@ -149,15 +158,22 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         cos = emb.cos().to(dev);
         sin = emb.sin().to(dev);
     }
-    // Causal mask over [prefix | new]: query t may see key j when j <= P + t.
-    at::Tensor key_pos = at::arange(P + T, at::TensorOptions().dtype(at::kLong).device(dev));
-    at::Tensor mask = key_pos.unsqueeze(0) > idx.unsqueeze(1);  // (T, P+T) true = masked
+    // Causal mask over [prefix | new]: query t may see key j when j <= P + t. Without a prefix that is is_causal
+    // (no mask); with one, the additive float mask (T, P+T) in the activations' dtype: 0 visible, -inf hidden.
+    at::Tensor add_mask;
+    if (P > 0) {
+        const at::Tensor key_pos = at::arange(P + T, at::TensorOptions().dtype(at::kLong).device(dev));
+        const at::Tensor hidden = key_pos.unsqueeze(0) > idx.unsqueeze(1);
+        add_mask = at::zeros({T, P + T}, at::TensorOptions().dtype(x.scalar_type()).device(dev))
+                       .masked_fill_(hidden, -std::numeric_limits<double>::infinity());
+    }
     const double scale = 1.0 / std::sqrt(double(D));
 
     if (args.present) {
         args.present->k.assign(c.n_layers, at::Tensor());
         args.present->v.assign(c.n_layers, at::Tensor());
     }
+    const bool grad = at::GradMode::is_enabled();
     for (int64_t l = 0; l < c.n_layers; ++l) {
         const LayerWeights& L = weights.layers[l];
         const int li = static_cast<int>(l);
@@ -165,9 +181,25 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         at::Tensor h = opt ? (c.do_layer_norm_before ? layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps) : x)
                            : rms_norm(x, L.attn_norm, c.norm_eps);
         call_hook(args.hook, li, Site::AttnIn, h, valid);
-        at::Tensor q = block_linear(args, li, LinearId::Q, h, L.wq, L.bq).view({B, T, H, D}).transpose(1, 2);    // (B, H, T, D)
-        at::Tensor k = block_linear(args, li, LinearId::K, h, L.wk, L.bk).view({B, T, KVH, D}).transpose(1, 2);  // (B, KVH, T, D)
-        at::Tensor v = block_linear(args, li, LinearId::V, h, L.wv, L.bv).view({B, T, KVH, D}).transpose(1, 2);
+        at::Tensor q, k, v;
+        at::Tensor w_qkv, b_qkv;
+        if (!args.kernels && !grad && packed_qkv(L, &w_qkv, &b_qkv)) {
+            // One product for q, k and v (ModelWeights::pack_qkv): the same values as three (each output is the
+            // same dot product), a third of the calls, and a wider product, where the small-N k and v ran slowly.
+            // Not under autograd: the backward of one product sums the input's gradient over q, k and v in another
+            // order than three products do (rounding-level differences), and tuning keeps its gradients as they were.
+            const std::vector<at::Tensor> parts = linear(h, w_qkv, b_qkv).split_with_sizes({H * D, KVH * D, KVH * D}, -1);
+            q = parts[0].contiguous();
+            k = parts[1].contiguous();
+            v = parts[2].contiguous();
+        } else {
+            q = block_linear(args, li, LinearId::Q, h, L.wq, L.bq);
+            k = block_linear(args, li, LinearId::K, h, L.wk, L.bk);
+            v = block_linear(args, li, LinearId::V, h, L.wv, L.bv);
+        }
+        q = q.view({B, T, H, D}).transpose(1, 2);    // (B, H, T, D)
+        k = k.view({B, T, KVH, D}).transpose(1, 2);  // (B, KVH, T, D)
+        v = v.view({B, T, KVH, D}).transpose(1, 2);
         if (!opt) {
             q = apply_rope(q, cos, sin);
             k = apply_rope(k, cos, sin);
@@ -187,7 +219,7 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         if (args.hook) args.hook->on_attention(li, q, k, v, scale);
         at::Tensor kr = rep == 1 ? k : k.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
         at::Tensor vr = rep == 1 ? v : v.unsqueeze(2).expand({B, KVH, rep, P + T, D}).reshape({B, H, P + T, D});
-        at::Tensor attn = attention(q, kr, vr, mask, scale).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)
+        at::Tensor attn = attention(q, kr, vr, add_mask, scale).transpose(1, 2).reshape({B, T, H * D});  // (B, T, C)
         call_hook(args.hook, li, Site::OIn, attn, valid);
         x = x + block_linear(args, li, LinearId::O, attn, L.wo, L.bo);
         if (opt && !c.do_layer_norm_before) x = layer_norm(x, L.attn_norm, L.attn_norm_bias, c.norm_eps);

@@ -181,4 +181,58 @@ std::vector<std::string> non_finite_tensors(const ModelConfig& cfg, const ModelW
     return bad;
 }
 
+namespace {
+// Rows of one tensor: a, b, c consecutive row blocks of the same storage, contiguous, same dtype, device and width.
+bool consecutive_rows(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+    for (const at::Tensor* t : {&a, &b, &c})
+        if (!t->defined() || !t->is_contiguous() || t->requires_grad() || t->dim() != a.dim() ||
+            t->scalar_type() != a.scalar_type() || t->device() != a.device() || !t->has_storage() ||
+            (a.dim() == 2 && t->size(1) != a.size(1)) ||
+            t->storage().unsafeGetStorageImpl() != a.storage().unsafeGetStorageImpl())
+            return false;
+    return a.dim() >= 1 && a.dim() <= 2 && b.storage_offset() == a.storage_offset() + a.numel() &&
+           c.storage_offset() == b.storage_offset() + b.numel();
+}
+
+at::Tensor rows_view(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+    const int64_t n = a.size(0) + b.size(0) + c.size(0);
+    if (a.dim() == 1) return a.as_strided({n}, {1}, a.storage_offset());
+    return a.as_strided({n, a.size(1)}, {a.size(1), 1}, a.storage_offset());
+}
+
+// Packs a, b, c into one tensor and makes them its row blocks (nothing when they already are, or cannot be).
+void pack_rows(at::Tensor& a, at::Tensor& b, at::Tensor& c) {
+    if (!a.defined() || !b.defined() || !c.defined() || consecutive_rows(a, b, c)) return;
+    if (a.dim() != b.dim() || a.dim() != c.dim() || a.dim() < 1 || a.dim() > 2 || a.scalar_type() != b.scalar_type() ||
+        a.scalar_type() != c.scalar_type() || a.device() != b.device() || a.device() != c.device() ||
+        a.requires_grad() || b.requires_grad() || c.requires_grad() ||
+        (a.dim() == 2 && (b.size(1) != a.size(1) || c.size(1) != a.size(1))))
+        return;
+    const at::Tensor p = at::cat({a, b, c}, 0);
+    const int64_t na = a.size(0), nb = b.size(0), nc = c.size(0);
+    a = p.narrow(0, 0, na);
+    b = p.narrow(0, na, nb);
+    c = p.narrow(0, na + nb, nc);
+}
+}  // namespace
+
+void ModelWeights::pack_qkv() {
+    for (LayerWeights& L : layers) {
+        if (!L.wq.defined() || !L.wk.defined() || !L.wv.defined()) continue;
+        const bool biases = L.bq.defined() || L.bk.defined() || L.bv.defined();
+        if (biases && !(L.bq.defined() && L.bk.defined() && L.bv.defined())) continue;  // some but not all: unpacked
+        pack_rows(L.wq, L.wk, L.wv);
+        if (biases) pack_rows(L.bq, L.bk, L.bv);
+    }
+}
+
+bool packed_qkv(const LayerWeights& L, at::Tensor* w, at::Tensor* b) {
+    if (!consecutive_rows(L.wq, L.wk, L.wv) || L.wq.dim() != 2) return false;
+    const bool biases = L.bq.defined() || L.bk.defined() || L.bv.defined();
+    if (biases && !consecutive_rows(L.bq, L.bk, L.bv)) return false;
+    *w = rows_view(L.wq, L.wk, L.wv);
+    *b = biases ? rows_view(L.bq, L.bk, L.bv) : at::Tensor();
+    return true;
+}
+
 }  // namespace cushion

@@ -46,7 +46,20 @@ struct ModelWeights {
     // architecture, defined or not, in the same order as for_each, with its expected shape. `layers` must
     // already have cfg.n_layers entries.
     void for_each_slot(const ModelConfig& cfg, const std::function<void(const WeightSlot&, at::Tensor&)>& fn);
+
+    // Makes each layer's wq, wk and wv (and bq, bk, bv when all three are set) consecutive row blocks of one
+    // tensor, so that the forward pass computes the three projections as one matrix product (packed_qkv; without
+    // autograd and int8 kernels: the same bits as three products). They keep their names, shapes and values and take no extra memory (row views of the packed
+    // tensor; an in-place change of one is seen by the packed product). A tensor replaced later (fake-quantized
+    // weights, SmoothQuant's folding) ends the packing of its layer: the forward pass then runs three products
+    // again. Called by the loaders (load_model_file) and Model::to.
+    void pack_qkv();
 };
+
+// The packed (wq; wk; wv) weight of a layer as one (Q + 2 KV, C) view, and its (bq; bk; bv) bias (undefined when
+// the layer has no q/k/v biases), when ModelWeights::pack_qkv made them consecutive rows of one tensor and they
+// still are; false otherwise (the caller computes the three products).
+bool packed_qkv(const LayerWeights& L, at::Tensor* w, at::Tensor* b);
 
 // Row permutation between Meta/GGUF interleaved RoPE order and Hugging Face rotate-half order for a
 // (n_heads * head_dim, in) Q or K weight (or a (n_heads * head_dim) bias).
