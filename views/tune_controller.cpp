@@ -11,26 +11,36 @@ TuneController::TuneController(TuneWorker* worker, const SearchController* searc
     connectWorker(worker_, this,
                   {[this](double f, const QString& w) { emit progress(f, w); },
                    [this](const QString& m) {
-                       running_ = false;
                        const bool handled = save_failed_ != nullptr;
                        const auto on_failed = std::move(save_failed_);
                        save_failed_ = nullptr;
                        after_saved_ = nullptr;
-                       emit failed(m, handled);
-                       if (on_failed) on_failed(m);
+                       if (stale_ == 0) {  // else a job of the tuning before the last reset: only a save hears it
+                           running_ = false;
+                           emit failed(m, handled);
+                       }
+                       if (on_failed) on_failed(m);  // a session save waiting for the tuner state: not saved
                    },
                    [this] {
+                       if (const auto on_failed = std::move(save_failed_)) {  // the state was not taken
+                           save_failed_ = nullptr;
+                           after_saved_ = nullptr;
+                           on_failed(tr("cancelled"));
+                       }
+                       if (stale_ > 0) return;
                        running_ = false;
                        emit cancelled();
                        emit log(tr("Tuning cancelled; the interrupted batch was not applied"));
                    },
                    [this] {
                        jobs_ = std::max(0, jobs_ - 1);
+                       stale_ = std::max(0, stale_ - 1);
                        changed();
                        emit jobEnded();
                    }});
     connect(worker_, &TuneWorker::updated, this, &TuneController::onUpdated);
     connect(worker_, &TuneWorker::measured, this, [this](const PplResultPtr& r) {
+        if (stale_ > 0) return;  // measured for the tuning before the last reset
         if (!model_ || r->model_key != model_->model.get()) return;
         ppl_[static_cast<int>(r->which)] = r;
         static const char* names[] = {"no cushion", "search cushion", "tuned cushion"};
@@ -58,6 +68,7 @@ void TuneController::setModel(const ModelInfoPtr& model) {
 void TuneController::reset() {
     running_ = false;
     worker_->requestCancel();  // the jobs posted so far; reset() has a token of its own
+    stale_ = jobs_;            // what they still report is ignored
     TuneWorker* w = worker_;
     WorkerThreads::post(w, [w] { w->reset(); });
     snap_.reset();
@@ -202,6 +213,7 @@ void TuneController::takeState(std::function<void(const TunerStatePtr&)> then,
 }
 
 void TuneController::onUpdated(const TuneSnapshotPtr& snap) {
+    if (stale_ > 0) return;  // from a job of the tuning before the last reset
     if (!model_ || snap->model_key != model_->model.get()) return;
     const SearchSnapshotPtr s = search_->snapshot();
     if (!s || snap->prefix != s->prefix) return;  // for an earlier prefix

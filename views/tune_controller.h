@@ -85,7 +85,12 @@ private:
     std::vector<TunePoint> restored_points_;
     std::array<PplResultPtr, 3> ppl_;
     bool running_ = false;
-    int jobs_ = 0;
+    int jobs_ = 0;  // posted and not yet finished
+    // Of those, the jobs posted before the last reset(): what they still report (an update, a perplexity, a failure,
+    // a cancel) is about the tuning that was reset and is ignored; they are the next stale_ jobs to finish (jobs run
+    // and report in order). As SearchController's stale_: opening a session while a tuning step ran could take that
+    // step's late update as the resumed tuner's (gui_controller_tests aLateTuningResultIsNotTheResumedOne).
+    int stale_ = 0;
     std::function<void(const TunerStatePtr&)> after_saved_;
     std::function<void(const QString&)> save_failed_;
 };

@@ -294,8 +294,9 @@ private slots:
         QSignalSpy errors(session_.get(), &SessionController::error);
         QString prompt;
         size_t restored_points = 0;
-        connect(session_.get(), &SessionController::settingsRead, this, [&](const SessionData& r) { prompt = r.prompt; });
-        connect(session_.get(), &SessionController::tunedRestored, this,
+        QObject scope;  // the connections below capture this function's locals: they end with it
+        connect(session_.get(), &SessionController::settingsRead, &scope, [&](const SessionData& r) { prompt = r.prompt; });
+        connect(session_.get(), &SessionController::tunedRestored, &scope,
                 [&](const CushionPtr&, const std::vector<TunePoint>& p) { restored_points = p.size(); });
         session_->open(path);
         QVERIFY(opened.wait(120000));
@@ -308,6 +309,42 @@ private slots:
         QVERIFY(tune_->tunedCushion());
         QCOMPARE(cushionText(tune_->tunedCushion()), cushionText(t->cushion));
         QCOMPARE(tune_->snapshot()->steps_done, t->steps_done);
+    }
+
+    // Opening a session while a tuning job of the previous work is still queued or running: that job's late update
+    // (here emitted by the worker, as a step past its last cancel check does) must not be taken for the resumed
+    // tuner's, nor end the session's restore. The tuning thread is held until the restore waits for the tuner (stage
+    // 4); the late update arrives then; only the resumed tuner's update ends the restore.
+    void aLateTuningResultIsNotTheResumedOne() {
+        QTemporaryDir dir;
+        const QString path = dir.filePath("late.cushionstudio");
+        QVERIFY(ensureTuned());
+        const TuneSnapshotPtr late = tune_->snapshot();
+        SessionData d;
+        d.search = settings_;
+        d.tune = tune_settings_;
+        QSignalSpy saved(session_.get(), &SessionController::saved);
+        session_->save(path, d, tune_->tunedCushion(), true);
+        QVERIFY(saved.wait(60000));
+        QVERIFY(waitIdle());
+
+        auto release = block(workers_->tune());
+        tune_->takeState([](const TunerStatePtr&) {}, [](const QString&) {});  // a tuning job queued behind the block
+        QSignalSpy opened(session_.get(), &SessionController::opened);
+        QSignalSpy errors(session_.get(), &SessionController::error);
+        session_->open(path);  // the same model: search and tuning reset, then restored
+        QTRY_COMPARE_WITH_TIMEOUT(session_->stage(), 4, 120000);  // waiting for the resumed tuner (queued too)
+        emit workers_->tune()->updated(late);  // the late result of the job posted before the reset
+        QTest::qWait(50);
+        QCOMPARE(opened.count(), 0);  // not taken for the resumed tuner's update
+        QVERIFY(session_->restoring());
+        *release = true;
+        QVERIFY(opened.wait(120000));
+        QCOMPARE(errors.count(), 0);
+        QVERIFY(waitIdle());
+        QVERIFY(tune_->snapshot());
+        QCOMPARE(tune_->snapshot()->steps_done, late->steps_done);
+        QVERIFY(tune_->snapshot() != late);  // the resumed tuner's own snapshot
     }
 
     // File > Open on a named pipe with no writer: refused at once with core's rule for inputs, naming what it is

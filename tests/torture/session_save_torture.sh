@@ -6,8 +6,9 @@
 #   - the set is consistent: `check` (File > Open's reading + the cushion's and tuner's SHA-256 + their contents) passes;
 #     a set mixed by a kill between the renames (the one window: three renames in a row) is counted and must be
 #     caught by the SHA-256 check (exit 3), never taken for whole;
-#   - after SIGINT no temporary is left; after SIGKILL the killed process's temporaries may stay (counted), and the
-#     next save removes them; after a last uninterrupted save nothing but the three files is left.
+#   - after SIGINT the save left no temporary of its own; after SIGKILL the killed process's temporaries may stay
+#     (counted), and the next save that reaches its first file removes them; after a last uninterrupted save nothing
+#     but the three files is left.
 # Prints the tally.  session_save_torture.sh DRIVER WORK [N] [SEED]
 set -uo pipefail
 D=$1 W=$2 N=${3:-120} SEED=${4:-15}
@@ -61,7 +62,9 @@ for i in $(seq 1 "$N"); do
   elif [ $crc -ne 0 ]; then
     problem "save $i (SIG$sig after $delay ms, exit $rc): the set on disk does not check: $out"
   fi
-  l=$(others)
+  # This save's own leftovers (its pid in the name); those of an earlier killed save may still be there when this one
+  # was interrupted before its first file (the sweep runs then).
+  l=$(others | grep -E "\.(tmp|old)-$pid-" || true)
   if [ -n "$l" ]; then
     n=$(echo "$l" | wc -l)
     if [ $sig = INT ]; then left_int=$((left_int + n)); problem "save $i (SIGINT after $delay ms, exit $rc) left: $l"
