@@ -158,10 +158,11 @@ at::Tensor Model::forward(const at::Tensor& tokens_in, const ForwardArgs& args) 
         cos = emb.cos().to(dev);
         sin = emb.sin().to(dev);
     }
-    // Causal mask over [prefix | new]: query t may see key j when j <= P + t. Without a prefix that is is_causal
-    // (no mask); with one, the additive float mask (T, P+T) in the activations' dtype: 0 visible, -inf hidden.
+    // Causal mask over [prefix | new]: query t may see key j when j <= P + t. Without a prefix on the CPU that is
+    // is_causal (no mask); else the additive float mask (T, P+T) in the activations' dtype: 0 visible, -inf hidden.
+    // (On CUDA is_causal may choose another SDPA kernel than a mask does: not checked, so the mask stays.)
     at::Tensor add_mask;
-    if (P > 0) {
+    if (P > 0 || !dev.is_cpu()) {
         const at::Tensor key_pos = at::arange(P + T, at::TensorOptions().dtype(at::kLong).device(dev));
         const at::Tensor hidden = key_pos.unsqueeze(0) > idx.unsqueeze(1);
         add_mask = at::zeros({T, P + T}, at::TensorOptions().dtype(x.scalar_type()).device(dev))
