@@ -27,7 +27,7 @@ t0=$(now_ms); "$D" save "$S" 0 >/dev/null 2>&1 || { echo "the first save failed"
 "$D" check "$S" >/dev/null || { echo "the first save does not check"; exit 1; }
 echo "uninterrupted: start ${T_START} ms, save ${T_SAVE} ms; $(du -sh "$W/out" | cut -f1) on disk"
 
-tried=0 finished=0 cancelled=0 killed=0 kept=0 replaced=0 mixed=0 left_int=0 left_kill=0
+tried=0 in_save=0 finished=0 cancelled=0 killed=0 kept=0 replaced=0 mixed=0 left_int=0 left_kill=0
 for i in $(seq 1 "$N"); do
   prev=$(sha256sum <"$S" | cut -c1-64)
   sig=INT; [ $((i % 2)) -eq 0 ] && sig=KILL
@@ -42,7 +42,7 @@ for i in $(seq 1 "$N"); do
   tried=$((tried + 1))
   case $rc in
     0) finished=$((finished + 1)) ;;
-    130) cancelled=$((cancelled + 1)) ;;
+    130) cancelled=$((cancelled + 1)); grep -q '^cancelled$' "$W/run.log" && in_save=$((in_save + 1)) ;;
     137) killed=$((killed + 1)) ;;
     *) problem "save $i (SIG$sig after $delay ms): exit $rc"; cat "$W/run.log" ;;
   esac
@@ -78,7 +78,7 @@ l=$(others)
 left_end=0
 [ -n "$l" ] && { left_end=$(echo "$l" | wc -l); problem "left after the last save: $l"; }
 echo "session save torture: $tried interrupted saves (SIGINT and SIGKILL in turn, ${T_START}-${T_SAVE} ms), $finished had finished," \
-     "$cancelled cancelled (exit 130), $killed killed; session file kept $kept, replaced by the whole new one $replaced;" \
+     "$cancelled cancelled (exit 130; $in_save by the save's own cancel, the rest before its signal handler), $killed killed; session file kept $kept, replaced by the whole new one $replaced;" \
      "mixed sets (kill between the renames, caught by the SHA-256 check) $mixed; files left after SIGINT $left_int," \
      "temporaries left by SIGKILL $left_kill (removed by the next save), files left at the end $left_end"
 [ $fail -eq 0 ] && echo "session save torture: OK"
