@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "cushion/cushion.h"
 #include "session_files.h"
+#include "../support/write_limits.h"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -132,28 +133,6 @@ std::string open_error(const std::string& path, int seconds = 20, const std::str
     return "<hung>";
 }
 
-// While alive: files may not grow past `bytes` (EFBIG instead of SIGXFSZ), as in tests/unit/base DiskFull.*.
-class FileSizeLimit {
-public:
-    explicit FileSizeLimit(rlim_t bytes) {
-        old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-        ::getrlimit(RLIMIT_FSIZE, &old_);
-        rlimit r = old_;
-        r.rlim_cur = bytes;
-        ok_ = ::setrlimit(RLIMIT_FSIZE, &r) == 0;
-    }
-    ~FileSizeLimit() {
-        ::setrlimit(RLIMIT_FSIZE, &old_);
-        std::signal(SIGXFSZ, old_handler_);
-    }
-    bool ok() const { return ok_; }
-
-private:
-    rlimit old_{};
-    void (*old_handler_)(int) = nullptr;
-    bool ok_ = false;
-};
-
 // A cushion and a tuner state with `n` floats per tensor (contents from `seed`): save_cushion does not need a model.
 studio::CushionPtr fake_cushion(int64_t n, float seed) {
     auto c = std::make_shared<cushion::Cushion>();
@@ -236,7 +215,7 @@ TEST(SessionFile, AFailedSaveKeepsThePreviousSessionCushionAndTuner) {
         s2.search_state = QString(k.state_bytes, 'x');
         std::string e = "<no error>";
         {
-            FileSizeLimit limit(64 * 1024);
+            cushion::test::FileSizeLimit limit(64 * 1024);
             ASSERT_TRUE(limit.ok());
             try {
                 studio::writeSessionFiles(path, s2, fake_cushion(k.cushion_n, 2.0f), fake_tuner(k.tuner_n, 2.0f));
