@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "cushion/cushion.h"
 #include "session_files.h"
+#include "../support/file_snapshot.h"
 #include "../support/write_limits.h"
 
 #include <gtest/gtest.h>
@@ -95,25 +96,14 @@ TEST(SessionFile, DefaultsAndRoundTrip) {
 namespace {
 
 namespace fs = std::filesystem;
+using cushion::test::entries;
+using cushion::test::slurp;
 
 std::string fresh_dir(const std::string& tag) {
     const fs::path d = fs::temp_directory_path() / ("cushion-session-" + tag + "-" + std::to_string(::getpid()));
     fs::remove_all(d);
     fs::create_directories(d);
     return d.string();
-}
-
-std::string slurp(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
-std::set<std::string> entries(const std::string& dir) {
-    std::set<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
-    return names;
 }
 
 // readSessionFile on another thread, given `seconds` to answer: its error text, "<no error>", or "<hung>" (then a

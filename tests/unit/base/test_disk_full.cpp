@@ -19,6 +19,7 @@
 #include "base/error.h"
 #include "formats/safetensors.h"
 #include "test_support.h"
+#include "file_snapshot.h"
 #include "write_limits.h"
 
 using namespace cushion;
@@ -26,19 +27,6 @@ using namespace cushion::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
-std::set<std::string> entries(const std::string& dir) {
-    std::set<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
-    return names;
-}
 
 bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
 
