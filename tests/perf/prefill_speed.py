@@ -82,14 +82,14 @@ def transformers_rows(gguf, T, reps, batches, decode_prompt, decode_tokens, thre
     # The reference test's loader: from_pretrained(gguf_file=...) where `accelerate` is installed, else transformers'
     # own GGUF reader into LlamaForCausalLM (the same weights, float32).
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
-    from smollm2_reference import load_reference_model
+    from smollm2_reference import load_gguf_llama, load_reference_model
 
     torch.set_num_threads(threads)
     rows = []
     try:
         base, how = load_reference_model(os.path.abspath(gguf))
     except AssertionError:  # llama.cpp's convert-llama2c writes pad = 2^32 - 1 (none): transformers' config refuses it
-        base, how = load_without_pad(os.path.abspath(gguf))
+        base, how = load_gguf_llama(os.path.abspath(gguf)), "load_gguf_checkpoint + LlamaForCausalLM (pad_token_id dropped)"
     sys.stderr.write(f"transformers model: {how}, attention {base.config._attn_implementation}\n")
     V = base.config.vocab_size
     ids = (100 + torch.arange(T) % (V - 200)).unsqueeze(0)  # ids 100.. as llamacpp_speed.py
@@ -109,25 +109,6 @@ def transformers_rows(gguf, T, reps, batches, decode_prompt, decode_tokens, thre
                 t_pf = best_of(lambda: m.generate(p, **g1), reps)
                 rows.append((threads, name, label, f"decode batch 1 after {decode_prompt}", (decode_tokens - 1) / (t_gen - t_pf)))
     return rows
-
-
-def load_without_pad(path):
-    """transformers' GGUF reader into LlamaForCausalLM, float32, the padding id dropped when it is not a token."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    cfg = dict(load_gguf_checkpoint(path, return_tensors=False)["config"])
-    cfg.pop("model_type", None)
-    if not 0 <= cfg.get("pad_token_id", 0) < cfg["vocab_size"]:
-        cfg["pad_token_id"] = None
-    model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.float32)
-    sd = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF tensors do not fit LlamaForCausalLM: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    return model.eval(), "load_gguf_checkpoint + LlamaForCausalLM (pad_token_id dropped)"
 
 
 def transformers_version():

@@ -91,24 +91,12 @@ def load_reference_model(model_path):
     """(model, how): transformers' LlamaForCausalLM with the GGUF's weights, float32, eval mode."""
     import importlib.util
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     d, f = os.path.split(model_path)
     if importlib.util.find_spec("accelerate") is not None:
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
         return model, "AutoModelForCausalLM.from_pretrained(gguf_file=...)"
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-    cfg = dict(load_gguf_checkpoint(model_path, return_tensors=False)["config"])
-    if cfg.pop("model_type", "llama") != "llama":
-        raise RuntimeError("transformers does not read this GGUF as a Llama model")
-    model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.float32)
-    sd = load_gguf_checkpoint(model_path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF tensors do not fit LlamaForCausalLM: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    return model.eval(), "modeling_gguf_pytorch_utils.load_gguf_checkpoint + LlamaForCausalLM (no `accelerate`)"
+    return load_gguf_llama(model_path), "modeling_gguf_pytorch_utils.load_gguf_checkpoint + LlamaForCausalLM (no `accelerate`)"
 
 
 class Bg:
@@ -123,6 +111,28 @@ class Bg:
         if self.p.returncode != 0:
             raise RuntimeError(f"`{' '.join(self.cmd)}` exited {self.p.returncode}: {err.strip()[-2000:]}")
         return out
+
+
+def load_gguf_llama(model_path):
+    """transformers' own GGUF reader into LlamaForCausalLM, float32, eval mode (needs no `accelerate`). A padding id
+    that is not a token (llama.cpp's convert-llama2c writes 2^32 - 1 for none) is dropped: transformers' config
+    refuses it, and the forward never reads it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    cfg = dict(load_gguf_checkpoint(model_path, return_tensors=False)["config"])
+    if cfg.pop("model_type", "llama") != "llama":
+        raise RuntimeError("transformers does not read this GGUF as a Llama model")
+    if not 0 <= cfg.get("pad_token_id", 0) < cfg["vocab_size"]:
+        cfg["pad_token_id"] = None
+    model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.float32)
+    sd = load_gguf_checkpoint(model_path, return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF tensors do not fit LlamaForCausalLM: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    return model.eval()
 
 
 def main():
